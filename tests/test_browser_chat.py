@@ -65,9 +65,9 @@ class ChatServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
         with self.log_path.open("a") as log:
+            command = [sys.executable, "-u", str(CHAT_SERVER), "--host", "127.0.0.1"]
             self.process = subprocess.Popen(
-                [sys.executable, "-u", str(CHAT_SERVER), "--host", "127.0.0.1"]
-                + ["--port", str(port)],
+                [*command, "--port", str(port)],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,

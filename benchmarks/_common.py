@@ -1,0 +1,319 @@
+"""Things shared by the harness, the echo servers and the client drivers.
+
+Wire protocol between the harness and its child processes (one line each, on stdout):
+
+* a server prints ``READY <port>`` once it accepts connections;
+* a client prints ``PHASE <name>`` and then waits for one line on stdin before going on
+  (only the ``idle`` scenario does this, so the harness can read memory use);
+* a client prints ``RESULT <json>`` at the end.
+
+Between the load client and an echo server: binary and text messages are echoed, except a
+text message ``bcast N SIZE``, on which the server sends N binary messages of SIZE bytes to
+every connected client (the ``fanout`` scenario).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import zlib
+from dataclasses import asdict, dataclass
+
+#: Largest message any peer must accept (``big1m`` sends 1 MiB).
+MAX_MSG_SIZE = 4 * 2**20
+
+SCENARIOS = ("rtt64", "pipe64", "big1m", "fanout", "handshake", "idle", "deflate")
+
+#: Implementations under test, in display order.  ``picows`` is the fixed fast peer.
+IMPLS = ("trio_ws", "trio_websocket", "websockets_trio", "websockets_asyncio", "aiohttp")
+FIXED_PEER = "picows"
+
+#: Implementations that cannot negotiate permessage-deflate.
+NO_DEFLATE = frozenset({"trio_websocket"})
+
+UNITS = {
+    "rtt64": "rt/s",
+    "pipe64": "msg/s",
+    "big1m": "MB/s",
+    "fanout": "deliveries/s",
+    "handshake": "conn/s",
+    "idle": "KiB/conn",
+    "deflate": "msg/s",
+}
+
+#: For these scenarios a smaller number is better.
+LOWER_IS_BETTER = frozenset({"idle"})
+
+
+@dataclass(frozen=True)
+class Params:
+    """How much work one run of a scenario does.
+
+    ``count`` is round trips / messages / connections (per client for ``fanout``),
+    ``size`` the payload size in bytes, ``window`` the number of messages in flight for the
+    pipelined scenarios, ``conns`` the number of simultaneous connections, and ``max_time``
+    the time after which the timed part stops early (the result is then computed from the
+    work done so far).
+    """
+
+    count: int
+    size: int = 64
+    window: int = 1
+    conns: int = 1
+    compress: bool = False
+    max_time: float = 10.0
+
+
+FULL: dict[str, Params] = {
+    "rtt64": Params(count=4000, max_time=4.0),
+    "pipe64": Params(count=30000, window=100, max_time=4.0),
+    "big1m": Params(count=30, size=2**20, max_time=4.0),
+    "fanout": Params(count=100, conns=200, max_time=6.0),
+    "handshake": Params(count=300, max_time=4.0),
+    "idle": Params(count=2000, conns=2000, max_time=30.0),
+    "deflate": Params(count=8000, size=1024, window=100, compress=True, max_time=4.0),
+}
+
+QUICK: dict[str, Params] = {
+    "rtt64": Params(count=200, max_time=1.0),
+    "pipe64": Params(count=1000, window=50, max_time=1.0),
+    "big1m": Params(count=3, size=2**20, max_time=1.0),
+    "fanout": Params(count=10, conns=10, max_time=2.0),
+    "handshake": Params(count=20, max_time=1.0),
+    "idle": Params(count=50, conns=50, max_time=5.0),
+    "deflate": Params(count=300, size=1024, window=50, compress=True, max_time=1.0),
+}
+
+
+def raise_fd_limit(wanted: int = 65536) -> None:
+    """Allow enough file descriptors for thousands of connections (like ``ulimit -n``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def emit(line: str) -> None:
+    """Write one protocol line to the harness."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def wait_for_harness() -> None:
+    """Block until the harness writes one line on stdin (run this in a thread)."""
+    sys.stdin.readline()
+
+
+def parse_bcast(text: str) -> tuple[int, int] | None:
+    """Return ``(count, size)`` if ``text`` is the broadcast trigger, else ``None``."""
+    if not text.startswith("bcast "):
+        return None
+    _, count, size = text.split()
+    return int(count), int(size)
+
+
+def bcast_command(count: int, size: int) -> str:
+    return f"bcast {count} {size}"
+
+
+def text_pool(size: int, n: int = 64, seed: int = 1) -> list[str]:
+    """``n`` different JSON-like texts of exactly ``size`` characters (compressible)."""
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "price", "qty", "side", "buy", "sell", "ok"]
+    pool = []
+    for i in range(n):
+        items = []
+        length = 2
+        while length < size:
+            item = json.dumps(
+                {
+                    "id": i * 1000 + len(items),
+                    "sym": rng.choice(words),
+                    "px": round(rng.uniform(1, 1000), 2),
+                    "tags": [rng.choice(words) for _ in range(3)],
+                }
+            )
+            items.append(item)
+            length += len(item) + 1
+        text = ("[" + ",".join(items) + "]")[:size]
+        pool.append(text.ljust(size))
+    return pool
+
+
+@dataclass
+class Outcome:
+    """What a client driver reports: ``done`` units of work in ``elapsed`` seconds."""
+
+    scenario: str
+    done: int
+    elapsed: float
+    value: float
+    unit: str
+    truncated: bool = False
+
+    def emit(self) -> None:
+        emit("RESULT " + json.dumps(asdict(self)))
+
+
+def outcome(scenario: str, params: Params, done: int, elapsed: float) -> Outcome:
+    """Turn work done into the scenario's figure of merit."""
+    elapsed = max(elapsed, 1e-9)
+    if scenario == "big1m":
+        value = done * params.size / elapsed / 1e6
+    else:
+        value = done / elapsed
+    expected = params.count * (params.conns if scenario == "fanout" else 1)
+    return Outcome(
+        scenario=scenario,
+        done=done,
+        elapsed=elapsed,
+        value=value,
+        unit=UNITS[scenario],
+        truncated=done < expected,
+    )
+
+
+def server_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="benchmark echo server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--compress", action="store_true", help="accept permessage-deflate")
+    return parser.parse_args(argv)
+
+
+def client_args(argv: list[str] | None = None) -> tuple[str, str, Params]:
+    """Parse a client driver's command line into ``(url, scenario, params)``."""
+    parser = argparse.ArgumentParser(description="benchmark client driver")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--scenario", required=True, choices=SCENARIOS)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--window", type=int, default=1)
+    parser.add_argument("--conns", type=int, default=1)
+    parser.add_argument("--compress", action="store_true")
+    parser.add_argument("--max-time", type=float, default=10.0)
+    ns = parser.parse_args(argv)
+    params = Params(
+        count=ns.count,
+        size=ns.size,
+        window=ns.window,
+        conns=ns.conns,
+        compress=ns.compress,
+        max_time=ns.max_time,
+    )
+    return ns.url, ns.scenario, params
+
+
+def params_to_argv(params: Params) -> list[str]:
+    argv = [
+        "--count",
+        str(params.count),
+        "--size",
+        str(params.size),
+        "--window",
+        str(params.window),
+        "--conns",
+        str(params.conns),
+        "--max-time",
+        str(params.max_time),
+    ]
+    if params.compress:
+        argv.append("--compress")
+    return argv
+
+
+# --- permessage-deflate for picows, which has no built-in support -------------------------
+
+_TAIL = b"\x00\x00\xff\xff"
+
+
+class Deflate:
+    """Minimal permessage-deflate (RFC 7692) codec for the picows peer."""
+
+    def __init__(
+        self,
+        *,
+        send_wbits: int = 15,
+        send_reset: bool = False,
+        recv_wbits: int = 15,
+        recv_reset: bool = False,
+        level: int = 1,
+    ) -> None:
+        self._send_wbits = max(send_wbits, 9)
+        self._send_reset = send_reset
+        self._recv_wbits = recv_wbits
+        self._recv_reset = recv_reset
+        self._level = level
+        self._comp = zlib.compressobj(level, zlib.DEFLATED, -self._send_wbits)
+        self._decomp = zlib.decompressobj(-self._recv_wbits)
+
+    def compress(self, data: bytes) -> bytes:
+        if self._send_reset:
+            self._comp = zlib.compressobj(self._level, zlib.DEFLATED, -self._send_wbits)
+        out = self._comp.compress(data) + self._comp.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4] if out.endswith(_TAIL) else out
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._recv_reset:
+            self._decomp = zlib.decompressobj(-self._recv_wbits)
+        return self._decomp.decompress(data + _TAIL)
+
+
+def _ext_params(offer: str) -> tuple[str, dict[str, str | None]]:
+    parts = [p.strip() for p in offer.split(";")]
+    params: dict[str, str | None] = {}
+    for part in parts[1:]:
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"') if sep else None
+    return parts[0].lower(), params
+
+
+def deflate_accept(header: str | None) -> tuple[str, Deflate] | None:
+    """Server side: answer a client's ``Sec-WebSocket-Extensions`` offer."""
+    if not header:
+        return None
+    for offer in header.split(","):
+        name, params = _ext_params(offer)
+        if name != "permessage-deflate":
+            continue
+        answer = ["permessage-deflate"]
+        send_wbits = 15
+        if "server_no_context_takeover" in params:
+            answer.append("server_no_context_takeover")
+        if "client_no_context_takeover" in params:
+            answer.append("client_no_context_takeover")
+        if params.get("server_max_window_bits"):
+            send_wbits = int(params["server_max_window_bits"] or 15)
+            answer.append(f"server_max_window_bits={send_wbits}")
+        codec = Deflate(
+            send_wbits=send_wbits,
+            send_reset="server_no_context_takeover" in params,
+            recv_reset="client_no_context_takeover" in params,
+        )
+        return "; ".join(answer), codec
+    return None
+
+
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+
+def deflate_from_response(header: str | None) -> Deflate | None:
+    """Client side: build the codec the server's answer asks for."""
+    if not header:
+        return None
+    name, params = _ext_params(header.split(",")[0])
+    if name != "permessage-deflate":
+        return None
+    return Deflate(
+        send_wbits=int(params.get("client_max_window_bits") or 15),
+        send_reset="client_no_context_takeover" in params,
+        recv_reset="server_no_context_takeover" in params,
+    )

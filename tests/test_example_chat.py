@@ -1,0 +1,271 @@
+"""The chat example's protocol, spoken by the trio_ws client (no browser).
+
+``examples/chat_server.py`` is loaded by path and served in-process with ``web.serve``; one
+test also runs it as a script, to check the printed address and the graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trio_ws
+from trio_ws import WSCloseCode, WSMsgType, web
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5.0  # seconds for any one exchange with the server
+
+
+def load_chat_server() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("chat_server", ROOT / "examples" / "chat_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+chat_server = load_chat_server()
+
+Connect = Callable[[], AbstractAsyncContextManager[trio_ws.ClientWebSocketResponse]]
+
+
+@pytest.fixture
+async def port(nursery: trio.Nursery) -> int:
+    site = await nursery.start(web.serve, chat_server.build_app(), "127.0.0.1", 0)
+    return int(site.port)
+
+
+@pytest.fixture
+async def connect(port: int) -> AsyncIterator[Connect]:
+    async with trio_ws.ClientSession() as session:
+
+        @asynccontextmanager
+        async def connect_() -> AsyncIterator[trio_ws.ClientWebSocketResponse]:
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                yield ws
+
+        yield connect_
+
+
+async def receive(ws: trio_ws.ClientWebSocketResponse) -> dict[str, Any]:
+    with trio.fail_after(TIMEOUT):
+        msg = await ws.receive()
+    assert msg.type == WSMsgType.TEXT, msg
+    data = json.loads(msg.data)
+    assert isinstance(data, dict)
+    return data
+
+
+async def join(ws: trio_ws.ClientWebSocketResponse, name: object) -> dict[str, Any]:
+    await ws.send_json({"type": "join", "username": name})
+    welcome = await receive(ws)
+    assert welcome["type"] == "system", welcome
+    return welcome
+
+
+async def test_join_message_and_leave(connect: Connect) -> None:
+    async with connect() as alice:
+        welcome = await join(alice, "alice")
+        assert welcome == {
+            "type": "system",
+            "username": "alice",
+            "message": "Welcome alice!",
+            "users": ["alice"],
+        }
+        async with connect() as bob:
+            assert (await join(bob, "bob"))["users"] == ["alice", "bob"]
+            assert await receive(alice) == {
+                "type": "user_joined",
+                "username": "bob",
+                "message": "bob joined the chat",
+                "users": ["alice", "bob"],
+            }
+
+            await bob.send_json({"type": "message", "message": "hi alice"})
+            expected = {"type": "message", "username": "bob", "message": "hi alice"}
+            assert await receive(alice) == expected
+            assert await receive(bob) == expected  # the sender sees its own line too
+
+        assert await receive(alice) == {
+            "type": "user_left",
+            "username": "bob",
+            "message": "bob left the chat",
+            "users": ["alice"],
+        }
+        await alice.send_json({"type": "message", "message": "alone"})
+        assert (await receive(alice))["message"] == "alone"
+
+
+async def test_bad_input_gets_an_error_and_the_connection_survives(connect: Connect) -> None:
+    async with connect() as ws:
+        cases: list[tuple[str | bytes, str]] = [
+            ("{not json", "Invalid JSON message"),
+            ("[1, 2]", "Expected a JSON object"),
+            ('"join"', "Expected a JSON object"),
+            ('{"type": "message", "message": "early"}', "Join first"),
+            ('{"type": "dance"}', "Unknown message type: 'dance'"),
+            ("{}", "Unknown message type: None"),
+            (b"\x00\x01", "Send JSON text, not binary"),
+        ]
+        for payload, error in cases:
+            if isinstance(payload, bytes):
+                await ws.send_bytes(payload)
+            else:
+                await ws.send_str(payload)
+            answer = await receive(ws)
+            assert answer["type"] == "error", payload
+            assert answer["message"].startswith(error), (payload, answer)
+
+        await join(ws, "carol")
+        for payload, error in [
+            ({"type": "join", "username": "again"}, "Already joined as carol"),
+            ({"type": "message", "message": "   "}, "A message needs some text"),
+            ({"type": "message", "message": 42}, "A message needs some text"),
+            ({"type": "message", "message": "x" * 2001}, "Message too long"),
+        ]:
+            await ws.send_json(payload)
+            answer = await receive(ws)
+            assert answer["type"] == "error", payload
+            assert answer["message"].startswith(error), (payload, answer)
+        await ws.send_json({"type": "message", "message": "x" * 2000})
+        assert (await receive(ws))["message"] == "x" * 2000
+        assert not ws.closed
+
+
+async def test_names_are_cleaned_and_unique(connect: Connect) -> None:
+    async with connect() as a, connect() as b, connect() as c, connect() as d, connect() as e:
+        assert (await join(a, "  dora \n"))["username"] == "dora"
+        assert (await join(b, "dora"))["username"] == "dora (2)"
+        assert (await join(c, ""))["username"] == "Anonymous"
+        assert (await join(d, None))["username"] == "Anonymous (2)"
+        welcome = await join(e, "z" * 100)
+        assert welcome["username"] == "z" * 32
+        assert welcome["users"] == ["Anonymous", "Anonymous (2)", "dora", "dora (2)", "z" * 32]
+
+
+async def test_index_serves_a_page_that_connects_to_its_own_host(port: int) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            response = b""
+            while chunk := await stream.receive_some(65536):
+                response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"content-type: text/html" in head.lower()
+    page = body.decode()
+    assert '"/ws"' in page and "location.host" in page
+    assert "localhost:8080" not in page
+    assert "prompt(" not in page
+
+
+class FakeWebSocket:
+    """Stands in for a WebSocketResponse in the writer: healthy, failing or stuck."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        if self.behaviour == "fails":
+            raise ConnectionResetError("Cannot write to closing transport")
+        if self.behaviour == "stuck":
+            await trio.sleep_forever()
+        await trio.lowlevel.checkpoint()
+        self.sent.append(message)
+
+
+async def test_broadcast_outlives_failing_and_slow_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    room = chat_server.ChatRoom()
+    clients = {}
+    async with trio.open_nursery() as nursery:
+        for name in ("healthy", "fails", "stuck", "flooded"):
+            send, receive_ = trio.open_memory_channel[dict[str, Any]](chat_server.OUTBOX_SIZE)
+            client = chat_server.Client(FakeWebSocket(name), send)
+            room.add_client(client, name)
+            clients[name] = client
+
+            async def writer(client: Any = client, receive_: Any = receive_) -> None:
+                with client.cancel_scope:  # as the handler does
+                    await chat_server.write_outbox(client, receive_)
+
+            nursery.start_soon(writer)
+
+        start = trio.current_time()
+        room.broadcast({"n": 0}, exclude=clients["flooded"])
+        await trio.testing.wait_all_tasks_blocked()
+        assert clients["healthy"].ws.sent == [{"n": 0}]
+        assert clients["fails"].kicked is not None
+        assert clients["fails"].kicked.startswith("send failed")
+        assert clients["stuck"].kicked is None  # not yet: it has SEND_TIMEOUT seconds
+
+        # "flooded" is stuck too: its outbox fills long before its send times out.
+        for n in range(1, chat_server.OUTBOX_SIZE + 3):
+            room.broadcast({"n": n})
+            assert trio.current_time() == start  # broadcast never waits
+        assert clients["flooded"].kicked == "too slow: outbox full"
+
+        await trio.sleep(chat_server.SEND_TIMEOUT + 1)
+        kicked = clients["stuck"].kicked
+        assert kicked is not None and kicked.startswith("too slow: a send took")
+        assert clients["healthy"].ws.sent == [
+            {"n": n} for n in range(chat_server.OUTBOX_SIZE + 3)
+        ]
+        assert clients["healthy"].kicked is None
+        clients["healthy"].cancel_scope.cancel()
+
+
+async def test_script_prints_its_address_and_shuts_down_gracefully() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-u", str(ROOT / "examples" / "chat_server.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(20):
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(1)
+                assert chunk, "the server exited before printing its address"
+                line += chunk
+        prefix = "Chat server running on http://127.0.0.1:"
+        assert line.decode().startswith(prefix), line
+        port = int(line.decode()[len(prefix) :].strip().rstrip("/"))
+        async with trio_ws.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                assert (await join(ws, "eve"))["users"] == ["eve"]
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(TIMEOUT):
+                    msg = await ws.receive()
+                assert msg.type == WSMsgType.CLOSE, msg
+                assert msg.data == WSCloseCode.GOING_AWAY
+        with trio.fail_after(TIMEOUT):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()

@@ -1,0 +1,48 @@
+"""trio_ws: WebSocket client and server for trio, with aiohttp's WebSocket API."""
+
+from ._exceptions import (
+    ClientConnectionError,
+    ClientConnectionResetError,
+    ClientConnectorCertificateError,
+    ClientConnectorDNSError,
+    ClientConnectorError,
+    ClientError,
+    ClientHttpProxyError,
+    ClientOSError,
+    ClientResponseError,
+    InvalidURL,
+    ServerConnectionError,
+    ServerTimeoutError,
+    WebSocketError,
+    WSHandshakeTimeout,
+    WSMessageTypeError,
+    WSServerHandshakeError,
+    WSTimeoutError,
+)
+from ._models import WebSocketReady, WSCloseCode, WSMessage, WSMsgType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClientConnectionError",
+    "ClientConnectionResetError",
+    "ClientConnectorCertificateError",
+    "ClientConnectorDNSError",
+    "ClientConnectorError",
+    "ClientError",
+    "ClientHttpProxyError",
+    "ClientOSError",
+    "ClientResponseError",
+    "InvalidURL",
+    "ServerConnectionError",
+    "ServerTimeoutError",
+    "WSCloseCode",
+    "WSHandshakeTimeout",
+    "WSMessage",
+    "WSMessageTypeError",
+    "WSMsgType",
+    "WSServerHandshakeError",
+    "WSTimeoutError",
+    "WebSocketError",
+    "WebSocketReady",
+]

@@ -1,0 +1,1 @@
+"""One WebSocket over a trio stream: reader, writer, heartbeat and the close handshake."""
