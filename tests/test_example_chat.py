@@ -30,9 +30,12 @@ TIMEOUT = 5.0  # seconds for any one exchange with the server
 
 
 def load_chat_server() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chat_server", ROOT / "examples" / "chat_server.py")
+    spec = importlib.util.spec_from_file_location(
+        "chat_server", ROOT / "examples" / "chat_server.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -160,9 +163,7 @@ async def test_index_serves_a_page_that_connects_to_its_own_host(port: int) -> N
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(
-                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-            )
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             response = b""
             while chunk := await stream.receive_some(65536):
                 response += chunk
@@ -199,7 +200,8 @@ async def test_broadcast_outlives_failing_and_slow_clients(
     async with trio.open_nursery() as nursery:
         for name in ("healthy", "fails", "stuck", "flooded"):
             send, receive_ = trio.open_memory_channel[dict[str, Any]](chat_server.OUTBOX_SIZE)
-            client = chat_server.Client(FakeWebSocket(name), send)
+            behaviour = "stuck" if name == "flooded" else name
+            client = chat_server.Client(FakeWebSocket(behaviour), send)
             room.add_client(client, name)
             clients[name] = client
 
@@ -209,7 +211,6 @@ async def test_broadcast_outlives_failing_and_slow_clients(
 
             nursery.start_soon(writer)
 
-        start = trio.current_time()
         room.broadcast({"n": 0}, exclude=clients["flooded"])
         await trio.testing.wait_all_tasks_blocked()
         assert clients["healthy"].ws.sent == [{"n": 0}]
@@ -217,18 +218,22 @@ async def test_broadcast_outlives_failing_and_slow_clients(
         assert clients["fails"].kicked.startswith("send failed")
         assert clients["stuck"].kicked is None  # not yet: it has SEND_TIMEOUT seconds
 
-        # "flooded" is stuck too: its outbox fills long before its send times out.
-        for n in range(1, chat_server.OUTBOX_SIZE + 3):
-            room.broadcast({"n": n})
-            assert trio.current_time() == start  # broadcast never waits
-        assert clients["flooded"].kicked == "too slow: outbox full"
+        # "flooded" never finishes a send either: its outbox fills long before a timeout.
+        flooded = clients["flooded"]
+        accepted = [flooded.send({"n": n}) for n in range(chat_server.OUTBOX_SIZE + 2)]
+        # (the writer, waiting in receive(), takes the first one straight from the channel)
+        assert accepted[: chat_server.OUTBOX_SIZE] == [True] * chat_server.OUTBOX_SIZE
+        assert accepted[-1] is False
+        assert flooded.kicked == "too slow: outbox full"
 
+        start = trio.current_time()
         await trio.sleep(chat_server.SEND_TIMEOUT + 1)
         kicked = clients["stuck"].kicked
         assert kicked is not None and kicked.startswith("too slow: a send took")
-        assert clients["healthy"].ws.sent == [
-            {"n": n} for n in range(chat_server.OUTBOX_SIZE + 3)
-        ]
+        room.broadcast({"n": 1})  # the kicked clients' writers are gone: no error, no wait
+        assert trio.current_time() == start + chat_server.SEND_TIMEOUT + 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert clients["healthy"].ws.sent == [{"n": 0}, {"n": 1}]
         assert clients["healthy"].kicked is None
         clients["healthy"].cancel_scope.cancel()
 
@@ -253,14 +258,16 @@ async def test_script_prints_its_address_and_shuts_down_gracefully() -> None:
         prefix = "Chat server running on http://127.0.0.1:"
         assert line.decode().startswith(prefix), line
         port = int(line.decode()[len(prefix) :].strip().rstrip("/"))
-        async with trio_ws.ClientSession() as session:
-            async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
-                assert (await join(ws, "eve"))["users"] == ["eve"]
-                process.send_signal(signal.SIGTERM)
-                with trio.fail_after(TIMEOUT):
-                    msg = await ws.receive()
-                assert msg.type == WSMsgType.CLOSE, msg
-                assert msg.data == WSCloseCode.GOING_AWAY
+        async with (
+            trio_ws.ClientSession() as session,
+            session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws,
+        ):
+            assert (await join(ws, "eve"))["users"] == ["eve"]
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(TIMEOUT):
+                msg = await ws.receive()
+            assert msg.type == WSMsgType.CLOSE, msg
+            assert msg.data == WSCloseCode.GOING_AWAY
         with trio.fail_after(TIMEOUT):
             assert await process.wait() == 0
     finally:
