@@ -1,0 +1,82 @@
+"""A small case-insensitive multi-valued header mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+__all__ = ["Headers"]
+
+
+class Headers(Mapping[str, str]):
+    """HTTP headers: case-insensitive lookup, repeated names kept in order.
+
+    ``headers[name]`` returns the first value (``KeyError`` if absent);
+    :meth:`getall` returns every value; iteration yields each distinct name
+    once, as first spelled.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(
+        self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None
+    ) -> None:
+        self._items: list[tuple[str, str]] = []
+        if items is not None:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for key, value in pairs:
+                self.add(key, value)
+
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Build from h11's ``(name, value)`` byte pairs (latin-1 decoded)."""
+        headers = cls()
+        headers._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        return headers
+
+    def add(self, key: str, value: str) -> None:
+        """Append a value for ``key``, keeping earlier ones."""
+        self._items.append((key, value))
+
+    def getall(self, key: str, default: list[str] | None = None) -> list[str]:
+        """Every value of ``key`` in order; ``default`` (or ``KeyError``) if none."""
+        lower = key.lower()
+        found = [v for k, v in self._items if k.lower() == lower]
+        if found:
+            return found
+        if default is not None:
+            return default
+        raise KeyError(key)
+
+    def __getitem__(self, key: str) -> str:
+        lower = key.lower()
+        for k, v in self._items:
+            if k.lower() == lower:
+                return v
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        lower = key.lower()
+        return any(k.lower() == lower for k, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for k, _ in self._items:
+            if k.lower() not in seen:
+                seen.add(k.lower())
+                yield k
+
+    def __len__(self) -> int:
+        return len({k.lower() for k, _ in self._items})
+
+    def items_all(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` pair, repeated names included."""
+        return list(self._items)
+
+    def tokens(self, key: str) -> list[str]:
+        """The comma-separated tokens of every ``key`` header, stripped and lower-cased."""
+        return [t.strip().lower() for v in self.getall(key, []) for t in v.split(",") if t.strip()]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"

@@ -1,0 +1,418 @@
+"""Serving an Application: ``serve`` for ``nursery.start`` and the blocking ``run_app``.
+
+Who owns which task:
+
+* :func:`serve` owns one task per accepted TCP connection, inside a scope it
+  shields from the caller's cancellation so that it can stop gracefully.
+* Each connection's task owns a nursery holding its handler's WebSocket tasks
+  (reader, writer, heartbeat) after ``prepare()``.
+
+Graceful shutdown (cancelling ``serve``, or Ctrl-C/SIGTERM in ``run_app``):
+stop accepting, run ``on_shutdown`` hooks, close idle keep-alive connections,
+send 1001 GOING_AWAY to every open WebSocket, wait up to ``shutdown_timeout``
+for handlers to return, cancel what is left, run ``on_cleanup`` hooks.
+
+A handler's failure affects only its own connection: before ``prepare()`` it
+becomes a 500 response (traceback logged, never sent); after ``prepare()`` the
+WebSocket is closed with 1011 INTERNAL_ERROR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import ssl as _ssl
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._http._server import HTTPInputError, ServerHTTPConnection
+from .._models import WSCloseCode
+from ._app import Application
+from ._request import Request
+from ._response import HTTPException, Response, StreamResponse
+
+if TYPE_CHECKING:
+    from ._ws import WebSocketResponse
+
+__all__ = ["ServerLimits", "Site", "run_app", "serve"]
+
+logger = logging.getLogger("trio_ws.server")
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits on what one client may send before its WebSocket opens.
+
+    * ``max_head_size`` (16 KiB): request line plus headers; past it 431.
+    * ``max_headers`` (100): header count; past it 431.
+    * ``head_timeout`` (10 s): time for a started request head to arrive
+      (slowloris); past it 408 and the connection is closed.
+    * ``keepalive_timeout`` (75 s): idle time between requests before an idle
+      keep-alive connection is closed.
+    * ``max_connections`` (None): open connections; past it new ones get 503.
+    * ``tls_handshake_timeout`` (10 s): a TLS handshake must finish by then.
+    """
+
+    max_head_size: int = 16 * 1024
+    max_headers: int = 100
+    head_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    max_connections: int | None = None
+    tls_handshake_timeout: float = 10.0
+
+
+@dataclass
+class Site:
+    """What :func:`serve` reports to ``nursery.start``: where it listens."""
+
+    host: str
+    port: int
+    ports: list[int]
+    listeners: list[trio.SocketListener] = field(repr=False)
+    secure: bool = False
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (or ``https``) of the first listener."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
+
+
+class _Connection:
+    """Per-connection context shared with :class:`Request` and ``prepare()``."""
+
+    def __init__(
+        self,
+        server: _Server,
+        http: ServerHTTPConnection,
+        nursery: trio.Nursery,
+        secure: bool,
+        peername: Any,
+    ) -> None:
+        self.server = server
+        self.http = http
+        self.nursery = nursery
+        self.secure = secure
+        self.peername = peername
+        self.websocket: WebSocketResponse | None = None
+        self.scope = trio.CancelScope()
+        self.idle = True
+
+
+class _Server:
+    def __init__(
+        self,
+        app: Application,
+        limits: ServerLimits,
+        ssl_context: _ssl.SSLContext | None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.ssl_context = ssl_context
+        self._websockets: weakref.WeakSet[WebSocketResponse] = weakref.WeakSet()
+        self._connections: set[_Connection] = set()
+        self._count = 0
+        self.stopping = False
+        self.all_done = trio.Event()
+        self.all_done.set()
+
+    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:  # e.g. EMFILE: back off, keep serving
+                logger.warning("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self.handle_connection, stream)
+
+    async def handle_connection(self, tcp: trio.SocketStream) -> None:
+        self._count += 1
+        if self.all_done.is_set():
+            self.all_done = trio.Event()
+        try:
+            limits = self.limits
+            if limits.max_connections is not None and self._count > limits.max_connections:
+                await self._reject_busy(tcp)
+                return
+            try:
+                peername = tcp.socket.getpeername()
+            except OSError:
+                peername = None
+            stream: trio.abc.Stream = tcp
+            if self.ssl_context is not None:
+                ssl_stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+                handshook = False
+                with trio.move_on_after(limits.tls_handshake_timeout):
+                    try:
+                        await ssl_stream.do_handshake()
+                        handshook = True
+                    except _STREAM_ERRORS:
+                        pass
+                if not handshook:
+                    await trio.aclose_forcefully(tcp)
+                    return
+                stream = ssl_stream
+            await self._serve_stream(stream, peername)
+        finally:
+            self._count -= 1
+            if self._count == 0:
+                self.all_done.set()
+
+    async def _reject_busy(self, tcp: trio.SocketStream) -> None:
+        http = ServerHTTPConnection(tcp, head_timeout=1.0, keepalive_timeout=1.0)
+        with trio.move_on_after(2.0):
+            try:
+                await http.next_request()
+            except (HTTPInputError, *_STREAM_ERRORS):
+                pass
+            await http.send_error(503, "Too many connections")
+        await trio.aclose_forcefully(tcp)
+
+    async def _serve_stream(self, stream: trio.abc.Stream, peername: Any) -> None:
+        limits = self.limits
+        http = ServerHTTPConnection(
+            stream,
+            max_head_size=limits.max_head_size,
+            max_headers=limits.max_headers,
+            head_timeout=limits.head_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                conn = _Connection(self, http, nursery, self.ssl_context is not None, peername)
+                self._connections.add(conn)
+                try:
+                    with conn.scope:
+                        await self._request_loop(conn)
+                finally:
+                    self._connections.discard(conn)
+        except _STREAM_ERRORS:
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _request_loop(self, conn: _Connection) -> None:
+        http = conn.http
+        while not self.stopping:
+            conn.idle = True
+            try:
+                raw = await http.next_request()
+            except HTTPInputError as exc:
+                await http.send_error(exc.status, exc.reason)
+                return
+            if raw is None:
+                return
+            conn.idle = False
+            keep_going = await self._handle_request(conn, raw)
+            if not keep_going or conn.websocket is not None:
+                return
+            if not await http.discard_body(self.app.client_max_size) or not http.keep_alive:
+                return
+
+    async def _handle_request(self, conn: _Connection, raw: Any) -> bool:
+        """Run the handler for one request; False when the connection must end."""
+        http = conn.http
+        request = Request(raw, self.app, conn, {})
+        response: StreamResponse
+        try:
+            handler, request.match_info = self.app.router.resolve(request.method, request.path)
+        except HTTPException as exc:
+            response = exc
+        else:
+            response = await self._call_handler(conn, request, handler)
+        if conn.websocket is not None:
+            return False
+        if response.prepared:
+            return False
+        if self.stopping:
+            response.headers.add("Connection", "close")
+        body = b"" if request.method == "HEAD" else response._body_bytes()
+        headers = response.headers.items_all()
+        if request.method == "HEAD" and isinstance(response, Response):
+            headers.append(("Content-Length", str(len(response.body))))
+        try:
+            await http.send_response(response.status, headers, body)
+        except _STREAM_ERRORS:
+            return False
+        return True
+
+    async def _call_handler(
+        self, conn: _Connection, request: Request, handler: Callable[[Request], Any]
+    ) -> StreamResponse:
+        ws: WebSocketResponse | None = None
+        try:
+            result = await handler(request)
+        except HTTPException as exc:
+            result = exc
+        except Exception as exc:
+            ws = conn.websocket
+            if ws is None:
+                logger.exception("Error handling request %s %s", request.method, request.path)
+                return Response(status=500, text="500: Internal Server Error")
+            logger.exception(
+                "WebSocket handler %s raised; closing with 1011", request.path
+            )
+            await ws._owner_exit(exc)
+            return ws
+        except BaseException as exc:
+            ws = conn.websocket
+            if ws is not None:
+                await ws._owner_exit(exc)
+            raise
+        ws = conn.websocket
+        if ws is not None:
+            await ws._owner_exit(None)
+            return ws
+        if not isinstance(result, StreamResponse):
+            logger.error(
+                "Handler for %s returned %r, not a response", request.path, type(result)
+            )
+            return Response(status=500, text="500: Internal Server Error")
+        return result
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop gracefully: 1001 to every WebSocket, wait up to ``timeout`` for handlers."""
+        self.stopping = True
+        try:
+            await self.app._run_hooks(self.app.on_shutdown)
+        except Exception:
+            logger.exception("on_shutdown hook failed")
+        for conn in list(self._connections):
+            if conn.idle and conn.websocket is None:
+                conn.scope.cancel()
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for ws in list(self._websockets):
+                    if not ws.closed:
+                        nursery.start_soon(_going_away, ws)
+            await self.all_done.wait()
+
+
+async def _going_away(ws: WebSocketResponse) -> None:
+    try:
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+    except Exception:  # pragma: no cover - close() records its own failures
+        logger.exception("closing a WebSocket at shutdown failed")
+
+
+async def serve(
+    app: Application,
+    host: str | list[str] | None = "127.0.0.1",
+    port: int = 8080,
+    *,
+    ssl_context: _ssl.SSLContext | None = None,
+    shutdown_timeout: float = 10.0,
+    limits: ServerLimits | None = None,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[Site] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until cancelled; use with ``await nursery.start(serve, app, host, port)``.
+
+    ``port=0`` picks a free port; ``nursery.start`` returns a :class:`Site`
+    with the bound ``port`` (and every bound port in ``ports``). With
+    ``ssl_context`` it serves HTTPS/WSS through :class:`trio.SSLStream`.
+    Runs ``on_startup`` hooks before reporting started. When cancelled it shuts
+    down gracefully (see the module documentation) within
+    ``shutdown_timeout`` seconds, then re-raises the cancellation. Raises
+    ``OSError`` if the address cannot be bound.
+    """
+    hosts = host if isinstance(host, list) else [host]
+    listeners: list[trio.SocketListener] = []
+    for h in hosts:
+        listeners.extend(await trio.open_tcp_listeners(port, host=h, backlog=backlog))
+    server = _Server(app, limits or ServerLimits(), ssl_context)
+    try:
+        await app._run_hooks(app.on_startup)
+        ports = [listener.socket.getsockname()[1] for listener in listeners]
+        shield = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+
+            async def run_connections() -> None:
+                with shield:
+                    async with trio.open_nursery() as conns:
+                        for listener in listeners:
+                            conns.start_soon(server.accept_loop, listener, conns)
+
+            outer.start_soon(run_connections)
+            task_status.started(
+                Site(
+                    host=str(listeners[0].socket.getsockname()[0]),
+                    port=ports[0],
+                    ports=ports,
+                    listeners=listeners,
+                    secure=ssl_context is not None,
+                )
+            )
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+                    await server.shutdown(shutdown_timeout)
+                    shield.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            try:
+                await app._run_hooks(app.on_cleanup)
+            except Exception:
+                logger.exception("on_cleanup hook failed")
+
+
+def run_app(
+    app: Application,
+    *,
+    host: str | list[str] | None = "0.0.0.0",
+    port: int | None = None,
+    ssl_context: _ssl.SSLContext | None = None,
+    shutdown_timeout: float = 10.0,
+    limits: ServerLimits | None = None,
+    print: Callable[..., None] | None = print,
+    handle_signals: bool = True,
+) -> None:
+    """Serve ``app`` in a new ``trio.run`` until Ctrl-C or SIGTERM, as aiohttp's ``run_app``.
+
+    ``port`` defaults to 8080 (8443 with ``ssl_context``). On SIGINT/SIGTERM
+    the server shuts down gracefully (WebSockets get 1001) and the call
+    returns. ``print`` (or None to stay silent) shows where it listens.
+    """
+    if port is None:
+        port = 8443 if ssl_context is not None else 8080
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            site = await nursery.start(
+                lambda task_status: serve(
+                    app,
+                    host,
+                    port,
+                    ssl_context=ssl_context,
+                    shutdown_timeout=shutdown_timeout,
+                    limits=limits,
+                    task_status=task_status,
+                )
+            )
+            if print is not None:
+                print(f"======== Running on {site.url} ========")
+                print("(Press CTRL+C to quit)")
+            if handle_signals:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                nursery.cancel_scope.cancel()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(main)
+

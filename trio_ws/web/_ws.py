@@ -1,0 +1,189 @@
+"""The server's WebSocket: the handshake on top of the shared engine."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Any
+
+from wsproto.utilities import generate_accept_token
+
+from .._engine._websocket import DEFAULT_MAX_MSG_SIZE, WebSocketEngine
+from .._models import WebSocketReady
+from .._protocol._deflate import BoundedDeflate, server_accept
+from ._request import Request
+from ._response import (
+    HTTPBadRequest,
+    HTTPException,
+    HTTPMethodNotAllowed,
+    HTTPUpgradeRequired,
+    StreamResponse,
+)
+
+__all__ = ["WebSocketResponse"]
+
+
+class WebSocketResponse(StreamResponse, WebSocketEngine):
+    """A server-side WebSocket, returned from a handler after :meth:`prepare`.
+
+    Parameters (all keyword-only):
+
+    * ``timeout`` (10.0): seconds to wait for the peer's close frame in
+      ``close()``; past it the connection is dropped with ``close_code`` 1006.
+    * ``receive_timeout`` (None): default timeout of ``receive()``.
+    * ``autoclose`` (True): answer the peer's close frame at once.
+    * ``autoping`` (True): answer pings (in the reader task, even while the
+      application is not in ``receive()``) and hide pongs.
+    * ``heartbeat`` (None): ping after this many idle seconds; no answer
+      within half of it closes with 1006.
+    * ``protocols`` (()): subprotocols this server speaks; the first of the
+      client's offers that is listed here is chosen.
+    * ``compress`` (True): accept permessage-deflate when offered.
+    * ``max_msg_size`` (4 MiB): largest incoming message, after
+      decompression; larger closes with 1009. 0 means no limit.
+    * ``max_queue`` (64): received messages held before the socket stops
+      being read. ``write_limit`` (64 KiB): queued outgoing bytes before
+      ``send_*`` waits.
+
+    The negotiated subprotocol is :attr:`protocol` (also ``ws_protocol``, as
+    aiohttp names it).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        receive_timeout: float | None = None,
+        autoclose: bool = True,
+        autoping: bool = True,
+        heartbeat: float | None = None,
+        protocols: Iterable[str] | None = (),
+        compress: bool = True,
+        max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        StreamResponse.__init__(self, status=101)
+        WebSocketEngine.__init__(
+            self,
+            timeout=timeout,
+            receive_timeout=receive_timeout,
+            autoclose=autoclose,
+            autoping=autoping,
+            heartbeat=heartbeat,
+            max_msg_size=max_msg_size,
+            **kwargs,
+        )
+        self._protocols = tuple(protocols or ())
+        self._compress_enabled = compress
+        self._prepared = False
+
+    @property
+    def prepared(self) -> bool:
+        """True once :meth:`prepare` has sent the 101 response."""
+        return self._prepared
+
+    @property
+    def ws_protocol(self) -> str | None:
+        """aiohttp's name for :attr:`protocol`."""
+        return self._protocol
+
+    def _handshake(
+        self, request: Request
+    ) -> tuple[list[tuple[str, str]], str | None, BoundedDeflate | None]:
+        headers = request.headers
+        if request.method != "GET":
+            raise HTTPMethodNotAllowed(request.method, ["GET"])
+        if "websocket" not in headers.tokens("Upgrade"):
+            raise HTTPUpgradeRequired(
+                text="This endpoint needs a WebSocket upgrade (Upgrade: websocket)",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
+        if "upgrade" not in headers.tokens("Connection"):
+            raise HTTPBadRequest(text="No CONNECTION upgrade hdr")
+        version = headers.get("Sec-WebSocket-Version", "")
+        if version.strip() != "13":
+            raise HTTPUpgradeRequired(
+                text=f"Unsupported version: {version}",
+                headers={"Sec-WebSocket-Version": "13"},
+            )
+        key = headers.get("Sec-WebSocket-Key", "").strip()
+        try:
+            if len(base64.b64decode(key, validate=True)) != 16:
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise HTTPBadRequest(text=f"Handshake error: {key!r}") from None
+        protocol = None
+        for offered in headers.tokens("Sec-WebSocket-Protocol"):
+            match = next((p for p in self._protocols if p.lower() == offered), None)
+            if match is not None:
+                protocol = match
+                break
+        response = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode()),
+        ]
+        if protocol is not None:
+            response.append(("Sec-WebSocket-Protocol", protocol))
+        deflate = None
+        if self._compress_enabled:
+            accepted = server_accept(
+                headers.getall("Sec-WebSocket-Extensions", []), max_size=self._max_msg_size
+            )
+            if accepted is not None:
+                response.append(("Sec-WebSocket-Extensions", accepted[0]))
+                deflate = accepted[1]
+        response.extend(self.headers.items_all())
+        return response, protocol, deflate
+
+    def can_prepare(self, request: Request) -> WebSocketReady:
+        """Check whether :meth:`prepare` would succeed, without upgrading.
+
+        Returns ``WebSocketReady(True, protocol)`` or ``WebSocketReady(False,
+        None)``. Raises ``RuntimeError("Already started")`` once prepared.
+        """
+        if self._prepared:
+            raise RuntimeError("Already started")
+        try:
+            _, protocol, _ = self._handshake(request)
+        except HTTPException:
+            return WebSocketReady(False, None)
+        return WebSocketReady(True, protocol)
+
+    async def prepare(self, request: Request) -> WebSocketReady:
+        """Validate the upgrade, answer 101 and start the WebSocket.
+
+        Returns ``WebSocketReady(True, protocol)`` (truthy, and ``== "OK"``).
+        Calling it again returns the same result. Raises an HTTP exception,
+        which the server turns into that response, for a request that is not
+        a valid upgrade: 405 for a non-GET, 426 (with ``Upgrade: websocket``)
+        for a plain HTTP request or (with ``Sec-WebSocket-Version: 13``) an
+        unsupported version, 400 for a bad ``Connection`` header or key.
+        """
+        if self._prepared:
+            return WebSocketReady(True, self._protocol)
+        conn = request._conn
+        headers, protocol, deflate = self._handshake(request)
+        trailing = await conn.http.switch_protocols(headers)
+        self._prepared = True
+        self._start(
+            conn.nursery,
+            conn.http.stream,
+            extensions=[deflate] if deflate is not None else None,
+            protocol=protocol,
+            trailing_data=trailing,
+        )
+        conn.websocket = self
+        conn.server._websockets.add(self)
+        return WebSocketReady(True, protocol)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("open" if self._prepared else "not prepared")
+        return f"<WebSocketResponse {state}>"
