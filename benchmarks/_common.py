@@ -164,10 +164,9 @@ class Outcome:
 def outcome(scenario: str, params: Params, done: int, elapsed: float) -> Outcome:
     """Turn work done into the scenario's figure of merit."""
     elapsed = max(elapsed, 1e-9)
+    value = done / elapsed
     if scenario == "big1m":
-        value = done * params.size / elapsed / 1e6
-    else:
-        value = done / elapsed
+        value *= params.size / 1e6
     expected = params.count * (params.conns if scenario == "fanout" else 1)
     return Outcome(
         scenario=scenario,

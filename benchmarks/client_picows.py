@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 from picows import (
     WSCloseCode,
@@ -148,7 +149,9 @@ async def close_many(clients: list[Client]) -> None:
     await asyncio.gather(*(c.close() for c in clients))
 
 
-async def pingpong(client: Client, payload: bytes, count: int, max_time: float) -> tuple[int, float]:
+async def pingpong(
+    client: Client, payload: bytes, count: int, max_time: float
+) -> tuple[int, float]:
     """Sequential round trips; returns (done, elapsed)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -253,10 +256,8 @@ async def run(url: str, scenario: str, p: Params) -> Outcome:
             c.on_message = counter(i)
         start = time.perf_counter()
         clients[0].send(_TEXT, bcast_command(p.count, p.size).encode())
-        try:
+        with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(fut), p.max_time)
-        except asyncio.TimeoutError:
-            pass
         elapsed = time.perf_counter() - start
         await close_many(clients)
         return outcome(scenario, p, sum(counts), elapsed)

@@ -1,0 +1,531 @@
+"""The benchmark harness: starts servers and clients, collects results, writes reports."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import IO
+
+from benchmarks._common import (
+    FIXED_PEER,
+    FULL,
+    IMPLS,
+    LOWER_IS_BETTER,
+    NO_DEFLATE,
+    QUICK,
+    SCENARIOS,
+    UNITS,
+    Params,
+    params_to_argv,
+    raise_fd_limit,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+BASELINE = "trio_ws"
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+DISTRIBUTIONS = {
+    "trio_ws": "trio_ws",
+    "trio": "trio",
+    "wsproto": "wsproto",
+    "h11": "h11",
+    "trio-websocket": "trio-websocket",
+    "websockets": "websockets",
+    "aiohttp": "aiohttp",
+    "picows": "picows",
+}
+
+IMPL_LABELS = {
+    "trio_ws": "trio_ws",
+    "trio_websocket": "trio-websocket",
+    "websockets_trio": "websockets (trio)",
+    "websockets_asyncio": "websockets (asyncio)",
+    "aiohttp": "aiohttp",
+}
+
+
+@dataclass
+class Run:
+    side: str
+    scenario: str
+    impl: str
+    repeat: int
+    value: float | None = None
+    unit: str = ""
+    truncated: bool = False
+    error: str | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class Child:
+    """A benchmark subprocess whose stdout lines are read by a background thread."""
+
+    def __init__(self, argv: list[str], cpu: int | None, log: IO[bytes], stdin: bool) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        env.pop("PYTHONASYNCIODEBUG", None)
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            preexec_fn=pin,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def next_line(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=max(timeout, 0.01))
+        except queue.Empty:
+            raise TimeoutError("no answer from child process") from None
+        if line is None:
+            raise RuntimeError(f"child process exited (code {self.proc.wait()})")
+        return line
+
+    def tell(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
+def _rss(pid: int) -> int:
+    """Resident set size of a process, in bytes (psutil if present, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def _pinning() -> tuple[int | None, int | None]:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None, None
+    if len(cpus) < 2:
+        return None, None
+    return cpus[SERVER_CPU], cpus[CLIENT_CPU]
+
+
+def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, logdir: Path) -> Run:
+    """One measurement: ``impl`` on ``side``, the fixed peer on the other side."""
+    run = Run(side, scenario, impl, repeat, unit=UNITS[scenario])
+    server_impl = impl if side == "server" else FIXED_PEER
+    client_impl = FIXED_PEER if side == "server" else impl
+    server_cpu, client_cpu = _pinning()
+    log_path = logdir / f"{side}-{scenario}-{impl}-{repeat}.log"
+    budget = params.max_time * 3 + 60
+    server = client = None
+    with open(log_path, "wb") as log:
+        try:
+            server_argv = ["-m", f"benchmarks.server_{server_impl}"]
+            if params.compress:
+                server_argv.append("--compress")
+            server = Child(server_argv, server_cpu, log, stdin=False)
+            ready = server.next_line(60)
+            if not ready.startswith("READY "):
+                raise RuntimeError(f"unexpected server output: {ready!r}")
+            port = int(ready.split()[1])
+            client_argv = [
+                "-m",
+                f"benchmarks.client_{client_impl}",
+                "--url",
+                f"ws://127.0.0.1:{port}/ws",
+                "--scenario",
+                scenario,
+                *params_to_argv(params),
+            ]
+            client = Child(client_argv, client_cpu, log, stdin=True)
+            measured = server if side == "server" else client
+            rss: dict[str, int] = {}
+            deadline = time.monotonic() + budget
+            while True:
+                line = client.next_line(deadline - time.monotonic())
+                if line.startswith("PHASE "):
+                    rss[line.split()[1]] = _rss(measured.proc.pid)
+                    client.tell("go")
+                elif line.startswith("RESULT "):
+                    result = json.loads(line[len("RESULT ") :])
+                    break
+            client.proc.wait(max(deadline - time.monotonic(), 1))
+            if scenario == "idle":
+                conns = int(result["done"])
+                run.value = (rss["loaded"] - rss["base"]) / conns / 1024
+                run.detail = {"rss_base": rss["base"], "rss_loaded": rss["loaded"], "conns": conns}
+            else:
+                run.value = float(result["value"])
+                run.truncated = bool(result["truncated"])
+                run.detail = {"done": result["done"], "elapsed": result["elapsed"]}
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            for child in (client, server):
+                if child is not None:
+                    child.stop()
+    if run.error is not None:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
+        run.error += "\n    " + "\n    ".join(tail) if tail else ""
+    return run
+
+
+def impl_available(impl: str) -> str | None:
+    """``None`` if the implementation can run here, else why not."""
+    checks = {
+        "trio_ws": "import trio_ws, trio_ws.web; trio_ws.web.serve; trio_ws.ClientSession",
+        "trio_websocket": "import trio_websocket",
+        "websockets_trio": "import websockets.trio.server, websockets.trio.client",
+        "websockets_asyncio": "import websockets.asyncio.server, websockets.asyncio.client",
+        "aiohttp": "import aiohttp",
+        "picows": "import picows",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", checks[impl]],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, dict[str, object]]]]:
+    """``summary[side][scenario][impl] = {median, n, values, ratio, errors}``."""
+    summary: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
+    for run in runs:
+        cell = (
+            summary.setdefault(run.side, {})
+            .setdefault(run.scenario, {})
+            .setdefault(run.impl, {"values": [], "errors": [], "truncated": False})
+        )
+        if run.value is not None:
+            cell["values"].append(run.value)  # type: ignore[union-attr]
+            cell["truncated"] = bool(cell["truncated"]) or run.truncated
+        if run.error is not None:
+            cell["errors"].append(run.error)  # type: ignore[union-attr]
+    for scenarios in summary.values():
+        for cells in scenarios.values():
+            for cell in cells.values():
+                values = cell["values"]
+                assert isinstance(values, list)
+                cell["median"] = statistics.median(values) if values else None
+                cell["n"] = len(values)
+            base = cells.get(BASELINE, {}).get("median")
+            for cell in cells.values():
+                median = cell["median"]
+                ok = isinstance(base, float) and base > 0 and isinstance(median, float)
+                cell["ratio"] = median / base if ok else None  # type: ignore[operator]
+    return summary
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def markdown_tables(
+    summary: dict[str, dict[str, dict[str, dict[str, object]]]], impls: list[str]
+) -> str:
+    out = []
+    titles = {
+        "server": "Server side (implementation = echo server, fixed picows load client)",
+        "client": "Client side (implementation = client, fixed picows echo server)",
+    }
+    for side in ("server", "client"):
+        if side not in summary:
+            continue
+        out.append(f"### {titles[side]}\n")
+        header = "| scenario | unit | " + " | ".join(IMPL_LABELS.get(i, i) for i in impls) + " |"
+        out.append(header)
+        out.append("|" + "---|" * (len(impls) + 2))
+        for scenario in SCENARIOS:
+            cells = summary[side].get(scenario)
+            if cells is None:
+                continue
+            unit = UNITS[scenario] + (" (lower is better)" if scenario in LOWER_IS_BETTER else "")
+            row = [scenario, unit]
+            for impl in impls:
+                cell = cells.get(impl)
+                if cell is None:
+                    row.append("n/a")
+                    continue
+                median = cell["median"]
+                if not isinstance(median, float):
+                    row.append("error")
+                    continue
+                text = _fmt(median)
+                ratio = cell["ratio"]
+                if impl != BASELINE and isinstance(ratio, float):
+                    text += f" (x{ratio:.2f})"
+                if cell["truncated"]:
+                    text += " †"
+                row.append(text)
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    out.append(
+        "Cells are medians over the repeats; (xR) is that median divided by trio_ws's median. "
+        "Higher is better except for `idle` (server or client RSS per idle connection, lower is "
+        "better). † = at least one run hit its time bound before finishing its count (the figure "
+        "is still work done / time taken). n/a = not supported (trio-websocket has no "
+        "permessage-deflate)."
+    )
+    return "\n".join(out) + "\n"
+
+
+def machine_description() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for label, dist in DISTRIBUTIONS.items():
+        try:
+            versions[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[label] = "not installed"
+    if versions["trio_ws"] == "not installed":
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", "import trio_ws; print(trio_ws.__version__)"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if out.returncode == 0:
+                versions["trio_ws"] = out.stdout.strip() + " (working tree)"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
+
+
+def _machine_md(machine: dict[str, object]) -> str:
+    versions = machine["versions"]
+    assert isinstance(versions, dict)
+    libs = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return (
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores (server pinned to core "
+        f"{SERVER_CPU}, client to core {CLIENT_CPU})\n"
+        f"- Python {machine['python']} ({machine['implementation']}), Linux {machine['kernel']}\n"
+        f"- Libraries: {libs}\n"
+    )
+
+
+def write_reports(
+    out: Path,
+    runs: list[Run],
+    impls: list[str],
+    args: argparse.Namespace,
+    elapsed: float,
+    skipped: dict[str, str],
+) -> tuple[Path, Path, str]:
+    summary = summarize(runs)
+    machine = machine_description()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    table = markdown_tables(summary, impls)
+    command = "python -m benchmarks " + " ".join(sys.argv[1:])
+    data = {
+        "timestamp": stamp,
+        "command": command.strip(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "elapsed_s": elapsed,
+        "machine": machine,
+        "params": {s: asdict((QUICK if args.quick else FULL)[s]) for s in args.scenarios},
+        "skipped": skipped,
+        "summary": summary,
+        "runs": [asdict(r) for r in runs],
+    }
+    json_path = out / f"results-{stamp}.json"
+    md_path = out / f"results-{stamp}.md"
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    body = f"# Benchmark results {stamp}\n\nCommand: `{command.strip()}`\n\n"
+    body += _machine_md(machine) + "\n" + table
+    if skipped:
+        body += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
+    md_path.write_text(body)
+    (out / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "latest.md").write_text(body)
+    return json_path, md_path, table
+
+
+RESULTS_INTRO = """\
+# trio_ws benchmark results
+
+Produced by `.venv/bin/python -m benchmarks` (see `benchmarks/README.md` for the method);
+this file is rewritten by every run without `--quick`.
+
+Each implementation runs once as an echo **server** driven by one fixed, fast load client
+(picows, callback based, on asyncio), and once as a **client** against one fixed, fast echo
+server (picows), so only one side differs between columns. The server process is pinned to
+one core and the client process to the other. Runs of the implementations are interleaved and
+repeated; the figures are medians.
+
+Scenarios (compression off unless stated): `rtt64` sequential round trips of 64-byte messages
+on one connection; `pipe64` 64-byte messages with a bounded in-flight window; `big1m` 1 MiB
+messages echoed (MB/s of payload one way); `fanout` 200 connected clients, the server
+broadcasts 64-byte messages to all (deliveries/s); `handshake` connect, one message, close;
+`idle` RSS growth per idle connection over 2,000 connections (KiB, lower is better);
+`deflate` like `pipe64` with 1 KiB JSON-like text and permessage-deflate.
+"""
+
+
+def write_results_md(
+    runs_md: str, machine: dict[str, object], args: argparse.Namespace, elapsed: float
+) -> None:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = ".venv/bin/python -m benchmarks " + " ".join(sys.argv[1:])
+    text = RESULTS_INTRO + "\n## Latest run\n\n"
+    text += f"- Date: {stamp}; command: `{command.strip()}`; repeats: {args.repeats}; "
+    text += f"wall time {elapsed / 60:.1f} min\n"
+    text += _machine_md(machine) + "\n" + runs_md
+    RESULTS_MD.write_text(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Compare trio_ws with other WebSocket implementations, as server and client.",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny counts (CI smoke, < 60 s)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per cell (default 3, quick 1)"
+    )
+    parser.add_argument("--side", choices=("server", "client", "both"), default="both")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="output directory")
+    args = parser.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    for s in args.scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}")
+    for i in args.impls:
+        if i not in IMPLS:
+            parser.error(f"unknown implementation {i!r}")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_fd_limit()
+    started = time.monotonic()
+    out: Path = args.out
+    logdir = out / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+
+    skipped: dict[str, str] = {}
+    for impl in [FIXED_PEER, *args.impls]:
+        reason = impl_available(impl)
+        if reason is not None:
+            skipped[impl] = reason
+            print(f"skipping {impl}: {reason}", file=sys.stderr)
+    if FIXED_PEER in skipped:
+        print("the fixed peer (picows) is not importable: pip install picows", file=sys.stderr)
+        return 2
+    impls = [i for i in args.impls if i not in skipped]
+    sides = ["server", "client"] if args.side == "both" else [args.side]
+    table_params = QUICK if args.quick else FULL
+
+    plan = []
+    for repeat in range(args.repeats):
+        for side in sides:
+            for scenario in args.scenarios:
+                # Rotate the order every repeat so no implementation always runs first.
+                shift = (repeat + args.scenarios.index(scenario)) % max(len(impls), 1)
+                for impl in impls[shift:] + impls[:shift]:
+                    if scenario == "deflate" and impl in NO_DEFLATE:
+                        continue
+                    plan.append((repeat, side, scenario, impl))
+
+    runs: list[Run] = []
+    for n, (repeat, side, scenario, impl) in enumerate(plan, 1):
+        run = run_one(side, scenario, impl, repeat, table_params[scenario], logdir)
+        runs.append(run)
+        if run.error is None and run.value is not None:
+            status = f"{_fmt(run.value)} {run.unit}" + (" (time-bounded)" if run.truncated else "")
+        else:
+            status = f"ERROR {run.error}"
+        print(f"[{n}/{len(plan)}] {side:6} {scenario:9} {impl:18} {status}", file=sys.stderr)
+
+    elapsed = time.monotonic() - started
+    json_path, md_path, table = write_reports(out, runs, impls, args, elapsed, skipped)
+    print(table)
+    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s)", file=sys.stderr)
+    if not args.quick:
+        write_results_md(table, machine_description(), args, elapsed)
+        print(f"wrote {RESULTS_MD}", file=sys.stderr)
+    errors = [r for r in runs if r.error is not None]
+    return 1 if errors else 0

@@ -1,0 +1,55 @@
+"""Echo server: websockets, trio implementation (``websockets.trio``)."""
+
+from __future__ import annotations
+
+import trio
+from websockets.trio.server import ServerConnection, serve
+
+from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+
+
+async def main() -> None:
+    args = server_args()
+    clients: set[ServerConnection] = set()
+
+    async def broadcast(count: int, size: int) -> None:
+        payload = b"b" * size
+        targets = list(clients)
+        for _ in range(count):
+            for ws in targets:
+                try:
+                    await ws.send(payload)
+                except Exception:
+                    clients.discard(ws)
+
+    async def handler(ws: ServerConnection) -> None:
+        clients.add(ws)
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    command = parse_bcast(message)
+                    if command is not None:
+                        await broadcast(*command)
+                        continue
+                await ws.send(message)
+        finally:
+            clients.discard(ws)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve(
+                handler,
+                args.port,
+                host=args.host,
+                compression="deflate" if args.compress else None,
+                max_size=MAX_MSG_SIZE,
+                ping_interval=None,
+                task_status=task_status,
+            )
+        )
+        emit(f"READY {server.listeners[0].socket.getsockname()[1]}")
+
+
+if __name__ == "__main__":
+    raise_fd_limit()
+    trio.run(main)
