@@ -211,18 +211,29 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
     return run
 
 
-def impl_available(impl: str) -> str | None:
-    """``None`` if the implementation can run here, else why not."""
-    checks = {
-        "trio_ws": "import trio_ws, trio_ws.web; trio_ws.web.serve; trio_ws.ClientSession",
-        "trio_websocket": "import trio_websocket",
-        "websockets_trio": "import websockets.trio.server, websockets.trio.client",
-        "websockets_asyncio": "import websockets.asyncio.server, websockets.asyncio.client",
-        "aiohttp": "import aiohttp",
-        "picows": "import picows",
-    }
+SERVER_CHECKS = {
+    "trio_ws": "import trio_ws.web; trio_ws.web.serve; trio_ws.web.WebSocketResponse",
+    "trio_websocket": "import trio_websocket",
+    "websockets_trio": "import websockets.trio.server",
+    "websockets_asyncio": "import websockets.asyncio.server",
+    "aiohttp": "import aiohttp.web",
+    "picows": "import picows",
+}
+CLIENT_CHECKS = {
+    "trio_ws": "import trio_ws; trio_ws.ClientSession",
+    "trio_websocket": "import trio_websocket",
+    "websockets_trio": "import websockets.trio.client",
+    "websockets_asyncio": "import websockets.asyncio.client",
+    "aiohttp": "import aiohttp",
+    "picows": "import picows",
+}
+
+
+def impl_available(impl: str, side: str) -> str | None:
+    """``None`` if ``impl`` can run on ``side`` (server or client) here, else why not."""
+    check = (SERVER_CHECKS if side == "server" else CLIENT_CHECKS)[impl]
     proc = subprocess.run(
-        [sys.executable, "-c", checks[impl]],
+        [sys.executable, "-c", check],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
@@ -315,8 +326,8 @@ def markdown_tables(
         "Cells are medians over the repeats; (xR) is that median divided by trio_ws's median. "
         "Higher is better except for `idle` (server or client RSS per idle connection, lower is "
         "better). † = at least one run hit its time bound before finishing its count (the figure "
-        "is still work done / time taken). n/a = not supported (trio-websocket has no "
-        "permessage-deflate)."
+        "is still work done / time taken). n/a = not run: not supported "
+        "(trio-websocket has no permessage-deflate) or not importable (see Skipped)."
     )
     return "\n".join(out) + "\n"
 
@@ -486,17 +497,18 @@ def main(argv: list[str] | None = None) -> int:
     logdir = out / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
 
+    sides = ["server", "client"] if args.side == "both" else [args.side]
     skipped: dict[str, str] = {}
     for impl in [FIXED_PEER, *args.impls]:
-        reason = impl_available(impl)
-        if reason is not None:
-            skipped[impl] = reason
-            print(f"skipping {impl}: {reason}", file=sys.stderr)
-    if FIXED_PEER in skipped:
+        for side in sides:
+            reason = impl_available(impl, side)
+            if reason is not None:
+                skipped[f"{impl} ({side})"] = reason
+                print(f"skipping {impl} as {side}: {reason}", file=sys.stderr)
+    if any(key.startswith(FIXED_PEER) for key in skipped):
         print("the fixed peer (picows) is not importable: pip install picows", file=sys.stderr)
         return 2
-    impls = [i for i in args.impls if i not in skipped]
-    sides = ["server", "client"] if args.side == "both" else [args.side]
+    impls = [i for i in args.impls if not all(f"{i} ({side})" in skipped for side in sides)]
     table_params = QUICK if args.quick else FULL
 
     plan = []
@@ -507,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                 shift = (repeat + args.scenarios.index(scenario)) % max(len(impls), 1)
                 for impl in impls[shift:] + impls[:shift]:
                     if scenario == "deflate" and impl in NO_DEFLATE:
+                        continue
+                    if f"{impl} ({side})" in skipped:
                         continue
                     plan.append((repeat, side, scenario, impl))
 
