@@ -281,8 +281,7 @@ class WebSocketEngine:
         """
         if not self._done.is_set():
             cancelled = isinstance(exc, trio.Cancelled) or (
-                isinstance(exc, BaseExceptionGroup)
-                and exc.subgroup(trio.Cancelled) is not None
+                isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
             )
             if cancelled or (exc is not None and not isinstance(exc, Exception)):
                 await self._going_away()

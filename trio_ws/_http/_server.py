@@ -156,9 +156,9 @@ class ServerHTTPConnection:
             return False
         return not scope.cancelled_caught
 
-    def _header_list(self, headers: list[tuple[str, str]], body_len: int | None) -> list[
-        tuple[str, str]
-    ]:
+    def _header_list(
+        self, headers: list[tuple[str, str]], body_len: int | None
+    ) -> list[tuple[str, str]]:
         names = {k.lower() for k, _ in headers}
         out = list(headers)
         if "date" not in names:
@@ -201,8 +201,12 @@ class ServerHTTPConnection:
             await self.send_response(
                 status, [("Content-Type", "text/plain; charset=utf-8")], body, close=True
             )
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-                OSError):
+        except (
+            h11.LocalProtocolError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ):
             return
 
     async def switch_protocols(self, headers: list[tuple[str, str]]) -> bytes:

@@ -83,9 +83,7 @@ def _bits(value: str | None, *, allow_none: bool) -> int | None:
     return bits
 
 
-def server_accept(
-    header_values: list[str], *, max_size: int
-) -> tuple[str, BoundedDeflate] | None:
+def server_accept(header_values: list[str], *, max_size: int) -> tuple[str, BoundedDeflate] | None:
     """Answer a client's offers as a server.
 
     Returns the response header value and the configured extension for the
@@ -95,9 +93,11 @@ def server_accept(
         if name != _NAME or not set(params) <= _PARAMS:
             continue
         try:
-            server_bits = _bits(params["server_max_window_bits"], allow_none=False) if (
-                "server_max_window_bits" in params
-            ) else 15
+            server_bits = (
+                _bits(params["server_max_window_bits"], allow_none=False)
+                if ("server_max_window_bits" in params)
+                else 15
+            )
             client_bits_offer = "client_max_window_bits" in params
             client_bits = _bits(params.get("client_max_window_bits"), allow_none=True)
             for flag in ("server_no_context_takeover", "client_no_context_takeover"):

@@ -145,8 +145,9 @@ class FrameDriver:
                 if opcode is _OP_TEXT or opcode is _OP_BINARY:
                     if frame.message_finished and not parts:
                         # Hot path: one frame, one message, no join.
-                        append(WSMessage(_TEXT if opcode is _OP_TEXT else _BINARY,
-                                         frame.payload, ""))
+                        append(
+                            WSMessage(_TEXT if opcode is _OP_TEXT else _BINARY, frame.payload, "")
+                        )
                         continue
                     parts.append(frame.payload)  # type: ignore[arg-type]
                     if frame.message_finished:
@@ -158,9 +159,13 @@ class FrameDriver:
                 elif opcode is _OP_CLOSE:
                     code, reason = frame.payload  # type: ignore[str-unpack]
                     self.closed = True
-                    append(WSMessage(WSMsgType.CLOSE,
-                                     0 if code == CloseReason.NO_STATUS_RCVD else int(code),
-                                     reason))
+                    append(
+                        WSMessage(
+                            WSMsgType.CLOSE,
+                            0 if code == CloseReason.NO_STATUS_RCVD else int(code),
+                            reason,
+                        )
+                    )
                     return
         except ParseFailed as exc:
             self.closed = True

@@ -119,9 +119,7 @@ def json_response(
     dumps: Callable[[Any], str] = json.dumps,
 ) -> Response:
     """A :class:`Response` whose body is ``dumps(data)`` as ``application/json``."""
-    return Response(
-        text=dumps(data), status=status, headers=headers, content_type=content_type
-    )
+    return Response(text=dumps(data), status=status, headers=headers, content_type=content_type)
 
 
 def _reason(status: int) -> str:

@@ -259,9 +259,7 @@ class _Server:
             if ws is None:
                 logger.exception("Error handling request %s %s", request.method, request.path)
                 return Response(status=500, text="500: Internal Server Error")
-            logger.exception(
-                "WebSocket handler %s raised; closing with 1011", request.path
-            )
+            logger.exception("WebSocket handler %s raised; closing with 1011", request.path)
             await ws._owner_exit(exc)
             return ws
         except BaseException as exc:
@@ -274,9 +272,7 @@ class _Server:
             await ws._owner_exit(None)
             return ws
         if not isinstance(result, StreamResponse):
-            logger.error(
-                "Handler for %s returned %r, not a response", request.path, type(result)
-            )
+            logger.error("Handler for %s returned %r, not a response", request.path, type(result))
             return Response(status=500, text="500: Internal Server Error")
         return result
 
@@ -415,4 +411,3 @@ def run_app(
 
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(main)
-

@@ -1,0 +1,1 @@
+"""The client: ClientSession, ws_connect and ClientWebSocketResponse."""
