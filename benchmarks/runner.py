@@ -158,6 +158,7 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
     server_cpu, client_cpu = _pinning()
     log_path = logdir / f"{side}-{scenario}-{impl}-{repeat}.log"
     budget = params.max_time * 3 + 60
+    started = time.monotonic()
     server = client = None
     with open(log_path, "wb") as log:
         try:
@@ -199,6 +200,7 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
                 run.value = float(result["value"])
                 run.truncated = bool(result["truncated"])
                 run.detail = {"done": result["done"], "elapsed": result["elapsed"]}
+            run.detail["wall_s"] = round(time.monotonic() - started, 2)
         except Exception as exc:
             run.error = f"{type(exc).__name__}: {exc}"
         finally:
