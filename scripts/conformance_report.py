@@ -160,8 +160,9 @@ def render(
         if missing:
             left_out.setdefault(missing, []).append(side)
     for missing, which in left_out.items():
+        runs = "runs" if len(which) > 1 else "run"
         add(
-            f"The {' and '.join(which)} {'runs' if len(which) > 1 else 'run'} left out sections {missing} "
+            f"The {' and '.join(which)} {runs} left out sections {missing} "
             "(`TRIO_WS_AUTOBAHN_FULL=1` runs the whole suite)."
         )
         add("")
