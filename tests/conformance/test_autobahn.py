@@ -7,8 +7,7 @@ subprocess and ``autobahn_client.py`` (a trio_ws echo client) runs every case ag
 Each test then reads kosoku's reports (``index.json`` plus one JSON file per case) and asserts:
 - every selected case was reported, and nothing else;
 - no case is FAILED, UNIMPLEMENTED or ERROR, and every closing handshake is OK or INFORMATIONAL;
-- every NON-STRICT case is listed in ``NON_STRICT_ACCEPTED`` with the reason it is accepted, and
-  every listed case that ran is still NON-STRICT (so the list cannot go stale).
+- every NON-STRICT case is listed in ``NON_STRICT_ACCEPTED`` with the reason it is accepted.
 
 The default run leaves out the performance sections (``DEFAULT_EXCLUDE``).
 ``TRIO_WS_AUTOBAHN_FULL=1`` runs all 517 cases on both sides:
@@ -59,12 +58,45 @@ STARTUP_TIMEOUT = 30.0
 ACCEPTABLE = {"OK", "NON-STRICT", "INFORMATIONAL"}
 ACCEPTABLE_CLOSE = {"OK", "INFORMATIONAL"}
 
-# Cases allowed to end NON-STRICT, per side, with the reason each is accepted. NON-STRICT means
-# the peer stayed within the RFC's MUSTs but missed a SHOULD or a canonical behaviour.
-# scripts/conformance_report.py reads this literal (with ast), so keep it a plain dict literal.
+# Why a case may end NON-STRICT. NON-STRICT means the peer stayed within the RFC's MUSTs but
+# missed a SHOULD or the canonical behaviour Autobahn prefers.
+_ECHO_BEFORE_FAIL = (
+    "A valid message arrives just before a frame that breaks the protocol. Autobahn's OK wants the "
+    "echo of that message before the 1002 close; trio_ws's reader sends the 1002 close as soon as "
+    "it parses the bad frame, so the handler's echo of the earlier message finds the connection "
+    "closing (send raises ClientConnectionResetError) unless it ran before the bad frame was "
+    "read. Timing decides, so the case is OK on some runs. Failing the connection at once is what "
+    "RFC 6455 asks (sections 5.2, 5.4, 5.5), so this is conformant."
+)
+
+# Cases allowed to end NON-STRICT, per side, with the reason each is accepted. A listed case
+# may also come out OK (some depend on timing); an unlisted NON-STRICT case fails the test.
+# scripts/conformance_report.py imports this dict to print the reasons.
 NON_STRICT_ACCEPTED: dict[str, dict[str, str]] = {
-    "server": {},
-    "client": {},
+    "server": {
+        "3.2": _ECHO_BEFORE_FAIL,
+        "3.3": _ECHO_BEFORE_FAIL,
+        "3.4": _ECHO_BEFORE_FAIL,
+        "4.1.3": _ECHO_BEFORE_FAIL,
+        "4.1.4": _ECHO_BEFORE_FAIL,
+        "4.1.5": _ECHO_BEFORE_FAIL,
+        "4.2.3": _ECHO_BEFORE_FAIL,
+        "4.2.4": _ECHO_BEFORE_FAIL,
+        "4.2.5": _ECHO_BEFORE_FAIL,
+        "5.15": _ECHO_BEFORE_FAIL,
+    },
+    "client": {
+        "3.2": _ECHO_BEFORE_FAIL,
+        "3.3": _ECHO_BEFORE_FAIL,
+        "3.4": _ECHO_BEFORE_FAIL,
+        "4.1.3": _ECHO_BEFORE_FAIL,
+        "4.1.4": _ECHO_BEFORE_FAIL,
+        "4.1.5": _ECHO_BEFORE_FAIL,
+        "4.2.3": _ECHO_BEFORE_FAIL,
+        "4.2.4": _ECHO_BEFORE_FAIL,
+        "4.2.5": _ECHO_BEFORE_FAIL,
+        "5.15": _ECHO_BEFORE_FAIL,
+    },
 }
 
 
@@ -170,11 +202,6 @@ def check_reports(side: str, reports: dict[str, dict[str, Any]]) -> None:
     assert not unexplained, (
         f"{side}: NON-STRICT cases without an accepted reason in NON_STRICT_ACCEPTED:\n"
         + "\n".join(describe(reports[case]) for case in unexplained)
-    )
-    stale = sorted(case for case in accepted if case in reports and case not in non_strict)
-    assert not stale, (
-        f"{side}: listed in NON_STRICT_ACCEPTED but now {[reports[c]['behavior'] for c in stale]}"
-        f": {stale}; remove them"
     )
 
 
