@@ -4,7 +4,8 @@ Run it and open the printed address in two browser tabs::
 
     python examples/chat_server.py [--host 127.0.0.1] [--port 8080]
 
-``--port 0`` picks a free port; the server prints the address it serves on either way.
+``--port 0`` picks a free port; the server prints the address it serves on either way
+(``======== Running on http://127.0.0.1:8080 ========``).
 
 The page (``chat.html``, next to this file) connects to ``/ws`` on the host that served it,
 asks for a name, shows who is online, and reconnects with backoff when the server restarts.
@@ -35,9 +36,9 @@ What changed from the specification's version, and why:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ class ChatRoom:
                 client.send(message)
 
 
-CHAT_ROOM = web.AppKey("chat_room", ChatRoom)
+CHAT_ROOM = "chat_room"  # the application state key for its ChatRoom
 
 
 def clean_name(raw: object) -> str:
@@ -275,26 +276,17 @@ def build_app() -> web.Application:
     return app
 
 
-async def serve_until_signal(app: web.Application, host: str, port: int) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (clients see 1001)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            site = await nursery.start(web.serve, app, host, port)
-            url_host = f"[{host}]" if ":" in host else host
-            print(f"Chat server running on http://{url_host}:{site.port}/", flush=True)
-            async for signum in signals:
-                logger.info("Got %s, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port, 0 for any free (8080)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    trio.run(serve_until_signal, build_app(), args.host, args.port)
+    # Prints "======== Running on http://127.0.0.1:8080 ========" with the port it bound, and
+    # shuts down gracefully on Ctrl-C or SIGTERM: every browser gets 1001 and reconnects.
+    web.run_app(
+        build_app(), host=args.host, port=args.port, print=functools.partial(print, flush=True)
+    )
 
 
 if __name__ == "__main__":

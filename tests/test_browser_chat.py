@@ -12,6 +12,7 @@ an ordinary run does not leave the working tree dirty.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -75,11 +76,11 @@ class ChatServer:
                 text=True,
             )
         line = self._read_line(STARTUP_TIMEOUT)
-        prefix = "Chat server running on http://127.0.0.1:"
-        if not line.startswith(prefix):
+        match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
+        if match is None:
             self.stop()
             pytest.fail(f"chat server did not start: {line!r}\n{self.log()}")
-        self.port = int(line[len(prefix) :].rstrip().rstrip("/"))
+        self.port = int(match[1])
         assert port in (0, self.port)
 
     def _read_line(self, timeout: float) -> str:
@@ -280,7 +281,7 @@ def test_page_reconnects_after_server_restart(
     port = chat_server.port
     chat_server.stop()
     wait_for(page, "the page to notice the server went away", lambda d: status(d) == "closed")
-    wait_for_line(page, "error", "Connection lost")
+    wait_for_line(page, "error", "Connection lost (code 1001)")  # run_app said GOING_AWAY
     assert not page.find_element(By.ID, "send").is_enabled()
 
     chat_server.start(port=port)  # same port, so the page's retries find it

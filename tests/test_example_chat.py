@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,9 +256,9 @@ async def test_script_prints_its_address_and_shuts_down_gracefully() -> None:
                 chunk = await process.stdout.receive_some(1)
                 assert chunk, "the server exited before printing its address"
                 line += chunk
-        prefix = "Chat server running on http://127.0.0.1:"
-        assert line.decode().startswith(prefix), line
-        port = int(line.decode()[len(prefix) :].strip().rstrip("/"))
+        match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line.decode())
+        assert match is not None, line
+        port = int(match[1])
         async with (
             trio_ws.ClientSession() as session,
             session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws,
