@@ -221,6 +221,9 @@ async def read_messages(room: ChatRoom, client: Client) -> None:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 handle_message(room, client, msg.data)
+                # receive() only yields when it has to wait, and one read can hold hundreds
+                # of messages: let the writers drain the outboxes between two of them.
+                await trio.lowlevel.checkpoint()
             elif msg.type == WSMsgType.BINARY:
                 client.send({"type": "error", "message": "Send JSON text, not binary"})
             elif msg.type == WSMsgType.ERROR:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wsevents
 
 import trio_ws
 from trio_ws import WSCloseCode, WSMsgType, web
@@ -237,6 +240,87 @@ async def test_broadcast_outlives_failing_and_slow_clients(
         assert clients["healthy"].ws.sent == [{"n": 0}, {"n": 1}]
         assert clients["healthy"].kicked is None
         clients["healthy"].cancel_scope.cancel()
+
+
+async def open_stalled_client(port: int, name: str) -> tuple[trio.SocketStream, WSConnection]:
+    """A raw client with a tiny receive window that joins and then stops reading."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    conn = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(conn.send(wsevents.Request(host="127.0.0.1", target="/ws")))
+    events: list[wsevents.Event] = []
+    while not events:
+        data = await stream.receive_some(65536)
+        assert data, "the server closed during the handshake"
+        conn.receive_data(data)
+        events = list(conn.events())
+    assert isinstance(events[0], wsevents.AcceptConnection), events
+    join = json.dumps({"type": "join", "username": name})
+    await stream.send_all(conn.send(wsevents.TextMessage(join)))
+    return stream, conn
+
+
+async def test_a_burst_reaches_everyone_and_nobody_is_dropped(connect: Connect) -> None:
+    """Hundreds of lines in one TCP segment must not overflow the outboxes of fast readers."""
+    burst = 5 * chat_server.OUTBOX_SIZE
+    async with connect() as alice, connect() as bob:
+        await join(alice, "alice")
+        await join(bob, "bob")
+        assert (await receive(alice))["type"] == "user_joined"
+        for n in range(burst):
+            await alice.send_json({"type": "message", "message": str(n)})
+        for ws in (alice, bob):
+            lines = [await receive(ws) for _ in range(burst)]
+            assert [line["message"] for line in lines] == [str(n) for n in range(burst)]
+            assert {line["type"] for line in lines} == {"message"}
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
+    port: int, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = 60_000
+    monkeypatch.setattr(chat_server, "MAX_MESSAGE_LENGTH", big)  # fill buffers sooner
+    with trio.fail_after(30):
+        stream, conn = await open_stalled_client(port, "bob")
+        async with stream, connect() as alice:
+            await join(alice, "alice")
+            # Alice talks in lockstep: each line comes back to her before she sends the next.
+            # Bob reads nothing, so his socket, his WebSocket's buffer and then his outbox
+            # fill up, and the server drops him; Alice never waits on him.
+            sent = 0
+            while True:
+                sent += 1
+                assert sent < 2000, "bob was never dropped"
+                await alice.send_json(
+                    {"type": "message", "message": f"{sent:06}" + "x" * (big - 6)}
+                )
+                answer = await receive(alice)
+                if answer["type"] == "user_left":
+                    break
+                assert answer["type"] == "message" and answer["message"].startswith(f"{sent:06}")
+            assert answer["username"] == "bob" and answer["users"] == ["alice"]
+            await alice.send_json({"type": "message", "message": "still here"})
+            answer = await receive(alice)
+            if answer["message"].startswith(f"{sent:06}"):  # the line bob was dropped on
+                answer = await receive(alice)
+            assert answer["message"] == "still here"
+
+            # Bob, reading at last, finds the backlog and then a 1008 close.
+            close: wsevents.CloseConnection | None = None
+            lines = 0
+            while close is None:
+                data = await stream.receive_some(65536)
+                assert data, f"EOF without a close frame after {lines} lines"
+                conn.receive_data(data)
+                for event in conn.events():
+                    if isinstance(event, wsevents.TextMessage) and event.message_finished:
+                        lines += 1
+                    elif isinstance(event, wsevents.CloseConnection):
+                        close = event
+            assert close.code == WSCloseCode.POLICY_VIOLATION
+            assert 0 < lines < sent
 
 
 async def test_script_prints_its_address_and_shuts_down_gracefully() -> None:
