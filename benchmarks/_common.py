@@ -68,13 +68,13 @@ class Params:
 
 
 FULL: dict[str, Params] = {
-    "rtt64": Params(count=8000, max_time=3.0),
-    "pipe64": Params(count=60000, window=100, max_time=3.0),
-    "big1m": Params(count=100, size=2**20, max_time=3.0),
-    "fanout": Params(count=300, conns=200, max_time=4.0),
-    "handshake": Params(count=600, max_time=3.0),
+    "rtt64": Params(count=8000, max_time=4.0),
+    "pipe64": Params(count=40000, window=100, max_time=4.0),
+    "big1m": Params(count=100, size=2**20, max_time=4.0),
+    "fanout": Params(count=300, conns=200, max_time=5.0),
+    "handshake": Params(count=600, max_time=4.0),
     "idle": Params(count=2000, conns=2000, max_time=30.0),
-    "deflate": Params(count=15000, size=1024, window=100, compress=True, max_time=3.0),
+    "deflate": Params(count=15000, size=1024, window=100, compress=True, max_time=4.0),
 }
 
 QUICK: dict[str, Params] = {

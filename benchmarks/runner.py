@@ -38,6 +38,8 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 BASELINE = "trio_ws"
 SERVER_CPU = 0
 CLIENT_CPU = 1
+#: Cells whose runs spread by more than this fraction of the median are marked noisy.
+NOISY = 0.3
 
 DISTRIBUTIONS = {
     "trio_ws": "trio_ws",
@@ -321,6 +323,10 @@ def markdown_tables(
                     text += f" (x{ratio:.2f})"
                 if cell["truncated"]:
                     text += " †"
+                values = cell["values"]
+                assert isinstance(values, list)
+                if len(values) > 1 and (max(values) - min(values)) > NOISY * median:
+                    text += " ~"
                 row.append(text)
             out.append("| " + " | ".join(row) + " |")
         out.append("")
@@ -328,7 +334,8 @@ def markdown_tables(
         "Cells are medians over the repeats; (xR) is that median divided by trio_ws's median. "
         "Higher is better except for `idle` (server or client RSS per idle connection, lower is "
         "better). † = at least one run hit its time bound before finishing its count (the figure "
-        "is still work done / time taken). n/a = not run: not supported "
+        f"is still work done / time taken). ~ = the runs spread by more than {NOISY:.0%} of the "
+        "median (max - min), so read that ratio with care. n/a = not run: not supported "
         "(trio-websocket has no permessage-deflate) or not importable (see Skipped)."
     )
     return "\n".join(out) + "\n"
