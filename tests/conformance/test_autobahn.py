@@ -6,13 +6,16 @@ subprocess and ``autobahn_client.py`` (a trio_ws echo client) runs every case ag
 
 Each test then reads kosoku's reports (``index.json`` plus one JSON file per case) and asserts:
 - every selected case was reported, and nothing else;
-- no case is FAILED, UNIMPLEMENTED or ERROR, and every closing handshake is OK or INFORMATIONAL;
+- no case is FAILED or ERROR, and every closing handshake is OK or INFORMATIONAL;
+- no case is UNIMPLEMENTED unless it is listed in ``UNIMPLEMENTED_ACCEPTED`` with the reason;
 - every NON-STRICT case is listed in ``NON_STRICT_ACCEPTED`` with the reason it is accepted.
 
-The default run leaves out the performance sections (``DEFAULT_EXCLUDE``).
-``TRIO_WS_AUTOBAHN_FULL=1`` runs all 517 cases on both sides:
+The whole suite (517 cases per side) runs by default; it took about 8 min for the server and
+5 min for the client on the 2-core development machine. ``TRIO_WS_AUTOBAHN_QUICK=1`` leaves out
+the limits/performance and compression sections (9, 12, 13) and takes about 20 s in all:
 
-    TRIO_WS_AUTOBAHN_FULL=1 .venv/bin/pytest -m conformance tests/conformance
+    .venv/bin/pytest -m conformance tests/conformance
+    TRIO_WS_AUTOBAHN_QUICK=1 .venv/bin/pytest -m conformance tests/conformance
 
 Reports are written to ``reports/autobahn/{server,client}/`` (``TRIO_WS_AUTOBAHN_REPORTS``
 moves them); ``scripts/conformance_report.py`` turns them into ``docs/conformance.md``.
@@ -41,18 +44,18 @@ ROOT = HERE.parents[1]
 SERVER_SCRIPT = HERE / "autobahn_server.py"
 CLIENT_SCRIPT = HERE / "autobahn_client.py"
 
-FULL = os.environ.get("TRIO_WS_AUTOBAHN_FULL", "") not in ("", "0")
+QUICK = os.environ.get("TRIO_WS_AUTOBAHN_QUICK", "") not in ("", "0")
 REPORTS = Path(os.environ.get("TRIO_WS_AUTOBAHN_REPORTS", ROOT / "reports" / "autobahn"))
 
-# Section 9 (limits and performance: 16 MiB messages, 1000s of frames) and sections 12/13
-# (permessage-deflate with 1000 messages per case under every parameter combination) take most
-# of the run's time; they run with TRIO_WS_AUTOBAHN_FULL=1.
-DEFAULT_EXCLUDE: tuple[str, ...] = ("9.*", "12.*", "13.*")
-EXCLUDE: tuple[str, ...] = () if FULL else DEFAULT_EXCLUDE
+# Section 9 (limits and performance: up to 16 MiB messages, 1000s of frames) and sections 12/13
+# (permessage-deflate, 1000 messages per case, under every parameter set) take almost all of the
+# run's time; TRIO_WS_AUTOBAHN_QUICK=1 leaves them out.
+QUICK_EXCLUDE: tuple[str, ...] = ("9.*", "12.*", "13.*")
+EXCLUDE: tuple[str, ...] = QUICK_EXCLUDE if QUICK else ()
 
 PARALLELISM = 2
-# Wall-clock budgets per side, several times what the run takes on a 2-core machine.
-BUDGET = 3600.0 if FULL else 600.0
+# Wall-clock budget per side: over three times what the run took on a 2-core machine.
+BUDGET = 300.0 if QUICK else 1800.0
 STARTUP_TIMEOUT = 30.0
 
 ACCEPTABLE = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -61,12 +64,12 @@ ACCEPTABLE_CLOSE = {"OK", "INFORMATIONAL"}
 # Why a case may end NON-STRICT. NON-STRICT means the peer stayed within the RFC's MUSTs but
 # missed a SHOULD or the canonical behaviour Autobahn prefers.
 _ECHO_BEFORE_FAIL = (
-    "A valid message arrives just before a frame that breaks the protocol. Autobahn's OK wants the "
-    "echo of that message before the 1002 close; trio_ws's reader sends the 1002 close as soon as "
-    "it parses the bad frame, so the handler's echo of the earlier message finds the connection "
-    "closing (send raises ClientConnectionResetError) unless it ran before the bad frame was "
-    "read. Timing decides, so the case is OK on some runs. Failing the connection at once is what "
-    "RFC 6455 asks (sections 5.2, 5.4, 5.5), so this is conformant."
+    "A valid message arrives just before a frame that breaks the protocol. Autobahn's OK wants "
+    "the echo of that message before the 1002 close; trio_ws's reader sends the 1002 close as "
+    "soon as it parses the bad frame, so the application's echo of the earlier message finds "
+    "the connection closing (send raises ClientConnectionResetError) unless it ran before the "
+    "bad frame was read. Timing decides, so the case is OK on some runs. Failing the connection "
+    "at once is what RFC 6455 asks (sections 5.2, 5.4, 5.5), so this is conformant."
 )
 
 # Cases allowed to end NON-STRICT, per side, with the reason each is accepted. A listed case
@@ -96,6 +99,27 @@ NON_STRICT_ACCEPTED: dict[str, dict[str, str]] = {
         "4.2.4": _ECHO_BEFORE_FAIL,
         "4.2.5": _ECHO_BEFORE_FAIL,
         "5.15": _ECHO_BEFORE_FAIL,
+    },
+}
+
+
+_NO_CLIENT_NO_CONTEXT_TAKEOVER_OFFER = (
+    "In these cases the fuzzing server asks the client to compress without context takeover, "
+    "and (like Autobahn) only does so when the client's offer includes client_no_context_takeover."
+    " trio_ws's client offers 'permessage-deflate; client_max_window_bits' (as aiohttp's does; "
+    "ws_connect has no option to add client_no_context_takeover), so the server declines "
+    "compression and kosoku reports the compression case as UNIMPLEMENTED. Without compression "
+    "the connection itself is fine."
+)
+
+# Cases allowed to end UNIMPLEMENTED, per side, with the reason. Any other UNIMPLEMENTED case
+# fails the test; a listed case that passes is fine.
+UNIMPLEMENTED_ACCEPTED: dict[str, dict[str, str]] = {
+    "server": {},
+    "client": {
+        f"13.{group}.{case}": _NO_CLIENT_NO_CONTEXT_TAKEOVER_OFFER
+        for group in (2, 5, 6)
+        for case in range(1, 19)
     },
 }
 
@@ -189,10 +213,15 @@ def check_reports(side: str, reports: dict[str, dict[str, Any]]) -> None:
         f"{side}: missing {sorted(expected - set(reports))}, "
         f"unexpected {sorted(set(reports) - expected)}"
     )
+    unimplemented_ok = UNIMPLEMENTED_ACCEPTED[side]
     bad = [
         describe(report)
-        for report in reports.values()
-        if report["behavior"] not in ACCEPTABLE or report["behaviorClose"] not in ACCEPTABLE_CLOSE
+        for case, report in reports.items()
+        if report["behaviorClose"] not in ACCEPTABLE_CLOSE
+        or not (
+            report["behavior"] in ACCEPTABLE
+            or (report["behavior"] == "UNIMPLEMENTED" and case in unimplemented_ok)
+        )
     ]
     assert not bad, f"{side}: {len(bad)} case(s) not passing:\n" + "\n".join(bad)
 
