@@ -341,6 +341,30 @@ def markdown_tables(
     return "\n".join(out) + "\n"
 
 
+def _git_state() -> str:
+    """`` at <last commit touching trio_ws/>`` plus ``+ local changes`` if it is modified."""
+    try:
+        head = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", "trio_ws"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "trio_ws"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if head.returncode != 0:
+        return ""
+    return f" at {head.stdout.strip()}" + (" + local changes" if dirty.stdout.strip() else "")
+
+
 def machine_description() -> dict[str, object]:
     cpu = "unknown"
     try:
@@ -370,6 +394,7 @@ def machine_description() -> dict[str, object]:
                 versions["trio_ws"] = out.stdout.strip() + " (working tree)"
         except (OSError, subprocess.SubprocessError):
             pass
+    versions["trio_ws"] += _git_state()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
