@@ -187,6 +187,11 @@ def status(driver: Any) -> str:
     return str(driver.find_element(By.ID, "status").get_attribute("data-state"))
 
 
+def attr(element: Any, name: str) -> str:
+    """The element's ``data-<name>`` attribute."""
+    return str(element.get_attribute(f"data-{name}"))
+
+
 def wait_for_line(driver: Any, kind: str, text: str, count: int = 1, timeout: float = WAIT) -> None:
     """Wait until ``count`` lines of CSS class ``kind`` contain ``text``."""
 
@@ -283,10 +288,16 @@ def test_page_reconnects_after_server_restart(
     wait_for(page, "the page to notice the server went away", lambda d: status(d) == "closed")
     wait_for_line(page, "error", "Connection lost (code 1001)")  # run_app said GOING_AWAY
     assert not page.find_element(By.ID, "send").is_enabled()
+    # While the server is down the page keeps trying, waiting longer each time: the first
+    # wait is 0.5 s +-25%, the second 1 s +-25%.
+    badge = page.find_element(By.ID, "status")
+    wait_for(page, "a second failed attempt", lambda d: int(attr(badge, "failures")) >= 2)
+    assert int(attr(badge, "retry-ms")) >= 750
 
     chat_server.start(port=port)  # same port, so the page's retries find it
     wait_for_line(page, "notice", "Welcome Carol!", count=2, timeout=RECONNECT_WAIT)
     assert status(page) == "open"
+    assert attr(badge, "failures") == "0"
     assert users(page) == ["Carol"]
     say(page, "after the restart")
     wait_for_line(page, "message", "after the restart")
