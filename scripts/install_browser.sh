@@ -28,9 +28,16 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 echo "install_browser.sh: installing chromium and chromium-driver with apt-get..."
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core \
-    >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# fonts-dejavu-core: readable text in screenshots (docs/images/chat.png).
+if ! { apt-get update -qq &&
+    apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver fonts-dejavu-core; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install_browser.sh: apt-get failed (output above)" >&2
+    exit 1
+fi
 
 for binary in /usr/bin/chromium /usr/bin/chromedriver; do
     if [ ! -x "$binary" ]; then
