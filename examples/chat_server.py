@@ -25,7 +25,8 @@ What changed from the specification's version, and why:
 * One client that vanished or stopped reading must not stall the room. Each client has a small
   outbox drained by its own writer task, so :meth:`ChatRoom.broadcast` never awaits. A client
   whose outbox is full, or whose send takes longer than ``SEND_TIMEOUT``, is disconnected
-  (close code 1008) instead of holding everybody else up.
+  (close code 1008) instead of holding everybody else up. The reader yields after every
+  message, so a burst from one client reaches the others' outboxes one line at a time.
 * Names are tidied (whitespace, length) and made unique ("alice", "alice (2)").
 * JSON that is not an object, unknown types, a message before ``join`` and a second ``join``
   get an ``error`` answer instead of an exception or silence.
