@@ -417,6 +417,14 @@ def _machine_md(machine: dict[str, object]) -> str:
     )
 
 
+def _load_md(args: argparse.Namespace) -> str:
+    load = args.load_avg
+    return (
+        f"- Load average (1 min) at start / end: {load['start']:.2f} / {load['end']:.2f} "
+        "(anything above ~0.3 means other processes shared the two cores)\n"
+    )
+
+
 def write_reports(
     out: Path,
     runs: list[Run],
@@ -436,6 +444,7 @@ def write_reports(
         "quick": args.quick,
         "repeats": args.repeats,
         "elapsed_s": elapsed,
+        "load_avg_1min": args.load_avg,
         "machine": machine,
         "params": {s: asdict((QUICK if args.quick else FULL)[s]) for s in args.scenarios},
         "skipped": skipped,
@@ -446,7 +455,7 @@ def write_reports(
     md_path = out / f"results-{stamp}.md"
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     body = f"# Benchmark results {stamp}\n\nCommand: `{command.strip()}`\n\n"
-    body += _machine_md(machine) + "\n" + table
+    body += _machine_md(machine) + _load_md(args) + "\n" + table
     if skipped:
         body += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
     md_path.write_text(body)
@@ -484,7 +493,7 @@ def write_results_md(
     text = RESULTS_INTRO + "\n## Latest run\n\n"
     text += f"- Date: {stamp}; command: `{command.strip()}`; repeats: {args.repeats}; "
     text += f"wall time {elapsed / 60:.1f} min\n"
-    text += _machine_md(machine) + "\n" + runs_md
+    text += _machine_md(machine) + _load_md(args) + "\n" + runs_md
     RESULTS_MD.write_text(text)
 
 
@@ -527,6 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
     started = time.monotonic()
+    args.load_avg = {"start": os.getloadavg()[0]}
+    if args.load_avg["start"] > 0.5:
+        print(
+            f"warning: load average is {args.load_avg['start']:.2f}; other processes compete "
+            "for the cores and will make the figures noisy",
+            file=sys.stderr,
+        )
     out: Path = args.out
     logdir = out / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -569,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{n}/{len(plan)}] {side:6} {scenario:9} {impl:18} {status}", file=sys.stderr)
 
     elapsed = time.monotonic() - started
+    args.load_avg["end"] = os.getloadavg()[0]
     json_path, md_path, table = write_reports(out, runs, impls, args, elapsed, skipped)
     print(table)
     print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s)", file=sys.stderr)
