@@ -28,7 +28,6 @@ version = release
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
 ]
 
@@ -40,14 +39,12 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 autodoc_default_options = {
     "members": True,
     "show-inheritance": True,
 }
-napoleon_google_docstring = True
-napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"trio_ws {release}"
