@@ -112,7 +112,7 @@ def wall_time(reports: dict[str, Report]) -> float:
     spans = [
         (
             datetime.datetime.fromisoformat(r["started"].replace("Z", "+00:00")).timestamp(),
-            r["duration"] / 1000,
+            float(r["duration"]) / 1000,
         )
         for r in reports.values()
     ]
@@ -291,8 +291,8 @@ def render(sides: dict[str, Side], non_strict: Reasons, unimplemented: Reasons) 
             continue
         cells = [f"{section} {SECTIONS[section]}", str(cases)]
         for side in sides:
-            counts = Counter(r["behavior"] for r in per_side[side])
-            cells += [str(counts[b]) if per_side[side] else "-" for b in BEHAVIORS]
+            found = Counter(r["behavior"] for r in per_side[side])
+            cells += [str(found[b]) if per_side[side] else "-" for b in BEHAVIORS]
         add("| " + " | ".join(cells) + " |")
     add("")
 
@@ -352,8 +352,8 @@ def render(sides: dict[str, Side], non_strict: Reasons, unimplemented: Reasons) 
     add("```")
     add("")
     add(
-        "The tests run all 517 cases per side (about 13 minutes in all on a 2-core machine); "
-        "`TRIO_WS_AUTOBAHN_QUICK=1` leaves out sections 9, 12 and 13 (about 20 seconds). Reports "
+        "The tests run all 517 cases per side (12 to 13 minutes in all on a 2-core machine); "
+        "`TRIO_WS_AUTOBAHN_QUICK=1` leaves out sections 9, 12 and 13 (under 10 seconds). Reports "
         "land in `reports/autobahn/{server,client}/` (`index.html` to browse, one JSON file per "
         "case with the wire log)."
     )
