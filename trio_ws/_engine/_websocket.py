@@ -136,6 +136,13 @@ class WebSocketEngine:
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._drain_lot = trio.lowlevel.ParkingLot()
         self._want_shutdown = False
+        self._pending_pong: bytes | None = None
+        self._writing = False  # the writer is inside send_all
+        self._go_away = False
+        # A close to send when the application takes this message from the
+        # inbox, so that messages queued before it can still be answered.
+        self._deferred: WSMessage | None = None
+        self._deferred_action: Callable[[], None] | None = None
 
         self._closed = False  # no more application sends: close sent or connection gone
         self._closing = False  # close() is in progress
@@ -231,6 +238,14 @@ class WebSocketEngine:
                     nursery.start_soon(self._guard, self._writer)
                     if self._heartbeat is not None:
                         nursery.start_soon(self._guard, self._heartbeat_task)
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # The owner's scope was cancelled: tell the peer we are going away.
+                await self._send_going_away()
+            raise
+        else:
+            if self._go_away:
+                await self._send_going_away()
         finally:
             self._closed = True
             self._reader_done = True
@@ -239,8 +254,29 @@ class WebSocketEngine:
             self._getter.unpark_all()
             self._drain_lot.unpark_all()
             assert self._stream is not None
-            await trio.aclose_forcefully(self._stream)
-            self._done.set()
+            try:
+                await trio.aclose_forcefully(self._stream)
+            finally:
+                # Set even when an outer cancellation interrupts the close.
+                self._done.set()
+
+    async def _send_going_away(self) -> None:
+        """Best effort, shielded and bounded: flush what is queued, then CLOSE 1001."""
+        if self._close_sent or self._writing or self._driver is None or self._stream is None:
+            return
+        self._close_sent = True
+        self._closed = True
+        frame = self._driver.encode_close(WSCloseCode.GOING_AWAY, "")
+        data = b"".join([*self._out, frame])
+        self._out.clear()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + min(self._timeout, 1.0)
+            try:
+                await self._stream.send_all(data)
+            except _STREAM_ERRORS:
+                return
+        if not scope.cancelled_caught and self._close_code is None:
+            self._close_code = WSCloseCode.GOING_AWAY
 
     async def _guard(self, task: Callable[[], Any]) -> None:
         """Run a background task; record an unexpected error instead of raising it."""
@@ -300,16 +336,9 @@ class WebSocketEngine:
             await self.close(code=code, message=message)
 
     async def _going_away(self) -> None:
+        self._go_away = True
+        self._scope.cancel()
         with trio.CancelScope(shield=True):
-            if not self._closed and self._driver is not None:
-                self._closed = True
-                self._close_sent = True
-                self._close_code = WSCloseCode.GOING_AWAY
-                self._write(self._driver.encode_close(WSCloseCode.GOING_AWAY, ""))
-                self._request_shutdown()
-                with trio.move_on_after(min(self._timeout, 1.0)):
-                    await self._done.wait()
-            self._scope.cancel()
             await self._done.wait()
 
     # ------------------------------------------------------------------ reader
@@ -331,8 +360,6 @@ class WebSocketEngine:
             # Backpressure: stop reading until the application catches up.
             while len(self._inbox) >= self._max_queue and not self._reader_done:
                 await self._reader_lot.park()
-            if self._out_size > self._write_limit and not self._reader_done:
-                await self._wait_drain()
 
     def _on_data(self, data: bytes | bytearray) -> None:
         driver = self._driver
@@ -351,7 +378,13 @@ class WebSocketEngine:
                     inbox.append(msg)
             elif kind is _PING:
                 if self._autoping:
-                    if not self._close_sent:
+                    if self._close_sent:
+                        pass
+                    elif self._out_size > self._write_limit:
+                        # Congested: answer only the latest ping once drained
+                        # (RFC 6455 5.5.3), so a ping flood cannot grow memory.
+                        self._pending_pong = msg.data
+                    else:
                         self._write(driver.encode_pong(msg.data))
                 else:
                     inbox.append(msg)
@@ -375,28 +408,50 @@ class WebSocketEngine:
             self._request_shutdown()
             return
         if self._autoclose:
-            self._close_code = msg.data or WSCloseCode.OK
-            self._closed = True
-            self._close_sent = True
-            self._write(driver.encode_close(msg.data or None, ""))
+
+            def reply() -> None:
+                self._close_code = msg.data or WSCloseCode.OK
+                self._closed = True
+                if not self._close_sent:
+                    self._close_sent = True
+                    self._write(driver.encode_close(msg.data or None, ""))
+                self._request_shutdown()
+
             self._push(msg)
-            self._request_shutdown()
+            self._defer_until_taken(msg, reply)
         else:
             self._push(msg)
             self._reader_done = True  # the driver parses nothing after a close frame
 
+    def _defer_until_taken(self, msg: WSMessage, action: Callable[[], None]) -> None:
+        """Run ``action`` now, or when ``msg`` is taken if data is queued before it.
+
+        The reader stops meanwhile: nothing after ``msg`` is parsed anyway.
+        """
+        self._reader_done = True
+        if len(self._inbox) <= 1:
+            action()
+        else:
+            self._deferred = msg
+            self._deferred_action = action
+
     def _on_protocol_error(self, exc: WebSocketError) -> None:
         driver = self._driver
         assert driver is not None
-        if not self._close_sent:
-            self._close_sent = True
-            self._write(driver.encode_close(exc.code, str(exc)))
-        self._closed = True
-        self._close_code = exc.code
-        if not self._client:
-            self._exception = exc
-        self._push(WSMessage(WSMsgType.ERROR, exc, None))
-        self._request_shutdown()
+        msg = WSMessage(WSMsgType.ERROR, exc, None)
+
+        def fail() -> None:
+            if not self._close_sent:
+                self._close_sent = True
+                self._write(driver.encode_close(exc.code, str(exc)))
+            self._closed = True
+            self._close_code = exc.code
+            if not self._client:
+                self._exception = exc
+            self._request_shutdown()
+
+        self._push(msg)
+        self._defer_until_taken(msg, fail)
 
     def _on_lost(self, exc: BaseException | None) -> None:
         if self._close_sent and self._close_received:
@@ -436,6 +491,7 @@ class WebSocketEngine:
             out = self._out
             self._out = []
             data = out[0] if len(out) == 1 else b"".join(out)
+            self._writing = True
             try:
                 await stream.send_all(data)
             except _STREAM_ERRORS as exc:
@@ -443,9 +499,14 @@ class WebSocketEngine:
                 self._out_size = 0
                 self._on_lost(exc)
                 break
+            self._writing = False
             self._out_size -= len(data)
             if self._out_size <= self._write_limit // 4:
                 self._drain_lot.unpark_all()
+                if self._pending_pong is not None and not self._close_sent:
+                    assert self._driver is not None
+                    self._write(self._driver.encode_pong(self._pending_pong))
+                    self._pending_pong = None
         self._drain_lot.unpark_all()
         self._scope.cancel()
 
@@ -586,6 +647,10 @@ class WebSocketEngine:
             raise RuntimeError("Call .prepare() first")
         if code is None:
             code = WSCloseCode.OK
+        if self._deferred_action is not None:
+            action = self._deferred_action
+            self._deferred = self._deferred_action = None
+            action()
         reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         if self._close_received and not self._close_sent:
             # autoclose=False and the peer closed first: answer and finish.
@@ -668,7 +733,12 @@ class WebSocketEngine:
         while True:
             if inbox:
                 msg = inbox.popleft()
-                if len(inbox) <= self._max_queue // 4:
+                if msg is self._deferred:
+                    action = self._deferred_action
+                    self._deferred = self._deferred_action = None
+                    assert action is not None
+                    action()
+                elif len(inbox) <= self._max_queue // 4:
                     self._reader_lot.unpark()
                 return msg
             if self._closing and not self._done.is_set():
@@ -723,6 +793,13 @@ class WebSocketEngine:
         if msg.type in _STOP_TYPES:
             raise StopAsyncIteration
         return msg
+
+
+def _is_cancellation(exc: BaseException | None) -> bool:
+    """True for ``trio.Cancelled``, alone or inside an exception group."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
 def _as_bytes(message: bytes | bytearray | memoryview | str) -> bytes:

@@ -173,10 +173,12 @@ class FrameDriver:
 
     def _join(self, opcode: Opcode) -> WSMessage:
         parts = self._parts
-        self._parts = []
         if opcode is _OP_TEXT:
-            return WSMessage(_TEXT, "".join(parts), "")  # type: ignore[arg-type]
-        return WSMessage(_BINARY, b"".join(parts), "")  # type: ignore[arg-type]
+            msg = WSMessage(_TEXT, "".join(parts), "")  # type: ignore[arg-type]
+        else:
+            msg = WSMessage(_BINARY, b"".join(parts), "")  # type: ignore[arg-type]
+        parts.clear()
+        return msg
 
     def encode(self, data: str | bytes | bytearray | memoryview) -> bytes | bytearray:
         """The frame bytes for one complete TEXT (``str``) or BINARY message."""
