@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 
 import h11
 import trio
@@ -25,6 +26,13 @@ from ._headers import Headers
 __all__ = ["HTTPInputError", "RawRequest", "ServerHTTPConnection"]
 
 READ_SIZE = 64 * 1024
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 class HTTPInputError(Exception):
@@ -186,7 +194,11 @@ class ServerHTTPConnection:
         if close:
             headers = [*headers, ("Connection", "close")]
         head = self._h11.send(
-            h11.Response(status_code=status, headers=self._header_list(headers, len(body)))
+            h11.Response(
+                status_code=status,
+                headers=self._header_list(headers, len(body)),
+                reason=_phrase(status),
+            )
         )
         data = self._h11.send(h11.Data(data=body)) if body else b""
         end = self._h11.send(h11.EndOfMessage())
@@ -215,7 +227,11 @@ class ServerHTTPConnection:
         After this, the stream carries the new protocol and h11 is done with it.
         """
         data = self._h11.send(
-            h11.InformationalResponse(status_code=101, headers=self._header_list(headers, None))
+            h11.InformationalResponse(
+                status_code=101,
+                headers=self._header_list(headers, None),
+                reason=b"Switching Protocols",
+            )
         )
         await self.stream.send_all(data or b"")
         return bytes(self._h11.trailing_data[0])

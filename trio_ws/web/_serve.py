@@ -20,6 +20,7 @@ WebSocket is closed with 1011 INTERNAL_ERROR.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import ssl as _ssl
@@ -388,25 +389,32 @@ def run_app(
         port = 8443 if ssl_context is not None else 8080
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            site = await nursery.start(
-                lambda task_status: serve(
-                    app,
-                    host,
-                    port,
-                    ssl_context=ssl_context,
-                    shutdown_timeout=shutdown_timeout,
-                    limits=limits,
-                    task_status=task_status,
+        # Signals are caught from the start, so Ctrl-C during startup also
+        # shuts down cleanly instead of raising KeyboardInterrupt.
+        with (
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+            if handle_signals
+            else (contextlib.nullcontext(None)) as signals
+        ):
+            async with trio.open_nursery() as nursery:
+                site = await nursery.start(
+                    functools.partial(
+                        serve,
+                        app,
+                        host,
+                        port,
+                        ssl_context=ssl_context,
+                        shutdown_timeout=shutdown_timeout,
+                        limits=limits,
+                    )
                 )
-            )
-            if print is not None:
-                print(f"======== Running on {site.url} ========")
-                print("(Press CTRL+C to quit)")
-            if handle_signals:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        break
+                if print is not None:
+                    print(f"======== Running on {site.url} ========")
+                    print("(Press CTRL+C to quit)")
+                if signals is None:
+                    await trio.sleep_forever()
+                async for _ in signals:
+                    break
                 nursery.cancel_scope.cancel()
 
     with contextlib.suppress(KeyboardInterrupt):
