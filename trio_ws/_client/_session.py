@@ -167,6 +167,7 @@ class ClientSession:
         headers: Mapping[str, str] | None = None,
         ssl: bool | _ssl.SSLContext | None = True,
         compress: int = 15,
+        notakeover: bool = False,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         proxy: str | None = None,
         proxy_auth: BasicAuth | None = None,
@@ -190,8 +191,9 @@ class ClientSession:
         ``params`` added to the query; ``headers`` extra request headers;
         ``ssl`` True (verify), False (no verification) or an ``SSLContext``;
         ``compress`` the window bits to offer for permessage-deflate (0: do
-        not offer); ``proxy`` an ``http://host:port`` proxy tunnelled with
-        CONNECT, with ``proxy_auth``.
+        not offer); ``notakeover`` also offers ``client_no_context_takeover``
+        (``ws.client_notakeover`` tells whether it was agreed); ``proxy`` an
+        ``http://host:port`` proxy tunnelled with CONNECT, with ``proxy_auth``.
 
         Raises :class:`InvalidURL`; ``ClientConnectorDNSError``,
         ``ClientConnectorError`` (refused), ``ClientConnectorCertificateError``
@@ -215,6 +217,7 @@ class ClientSession:
             headers=headers,
             ssl=ssl,
             compress=compress,
+            notakeover=notakeover,
             max_msg_size=max_msg_size,
             proxy=proxy,
             proxy_auth=proxy_auth,
@@ -247,7 +250,12 @@ class ClientSession:
         if o["protocols"]:
             base.append(("Sec-WebSocket-Protocol", ", ".join(o["protocols"])))
         if o["compress"]:
-            base.append(("Sec-WebSocket-Extensions", client_offer(o["compress"])))
+            base.append(
+                (
+                    "Sec-WebSocket-Extensions",
+                    client_offer(o["compress"], notakeover=o["notakeover"]),
+                )
+            )
         if o["origin"] is not None:
             base.append(("Origin", o["origin"]))
         if auth is not None and "authorization" not in names:

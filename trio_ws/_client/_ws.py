@@ -21,5 +21,10 @@ class ClientWebSocketResponse(WebSocketEngine):
 
     _client = True
 
+    @property
+    def client_notakeover(self) -> bool:
+        """True when the client resets its compression context after each message."""
+        return self._deflate is not None and self._deflate.client_no_context_takeover
+
     def __repr__(self) -> str:
         return f"<ClientWebSocketResponse {'closed' if self.closed else 'open'}>"

@@ -132,11 +132,18 @@ def server_accept(header_values: list[str], *, max_size: int) -> tuple[str, Boun
     return None
 
 
-def client_offer(compress: int) -> str:
-    """The client's ``Sec-WebSocket-Extensions`` offer for window bits ``compress``."""
-    if compress >= 15:
-        return f"{_NAME}; client_max_window_bits"
-    return f"{_NAME}; client_max_window_bits; server_max_window_bits={compress}"
+def client_offer(compress: int, *, notakeover: bool = False) -> str:
+    """The client's ``Sec-WebSocket-Extensions`` offer for window bits ``compress``.
+
+    ``notakeover`` adds ``client_no_context_takeover``: the client resets its
+    compressor after every message (less memory, larger messages).
+    """
+    offer = f"{_NAME}; client_max_window_bits"
+    if compress < 15:
+        offer += f"; server_max_window_bits={compress}"
+    if notakeover:
+        offer += "; client_no_context_takeover"
+    return offer
 
 
 def client_finalize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsproto.utilities import generate_accept_token
@@ -16,6 +16,7 @@ from ._request import Request
 from ._response import (
     HTTPBadRequest,
     HTTPException,
+    HTTPForbidden,
     HTTPMethodNotAllowed,
     HTTPUpgradeRequired,
     StreamResponse,
@@ -42,6 +43,10 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
     * ``compress`` (True): accept permessage-deflate when offered.
     * ``max_msg_size`` (4 MiB): largest incoming message, after
       decompression; larger closes with 1009. 0 means no limit.
+    * ``origins`` (None): when given, the ``Origin`` header must be in this
+      collection (or the callable must return True for it, ``None`` when
+      absent); otherwise ``prepare()`` answers 403. This guards against
+      cross-site WebSocket hijacking of cookie-authenticated endpoints.
     * ``max_queue`` (64): received messages held before the socket stops
       being read. ``write_limit`` (64 KiB): queued outgoing bytes before
       ``send_*`` waits.
@@ -61,6 +66,7 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         protocols: Iterable[str] | None = (),
         compress: bool = True,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
+        origins: Iterable[str] | Callable[[str | None], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         StreamResponse.__init__(self, status=101)
@@ -75,6 +81,9 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
             **kwargs,
         )
         self._protocols = tuple(protocols or ())
+        self._origins: frozenset[str] | Callable[[str | None], bool] | None = (
+            origins if origins is None or callable(origins) else frozenset(origins)
+        )
         self._compress_enabled = compress
         self._prepared = False
 
@@ -107,6 +116,15 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
                 text=f"Unsupported version: {version}",
                 headers={"Sec-WebSocket-Version": "13"},
             )
+        if self._origins is not None:
+            origin = headers.get("Origin")
+            allowed = (
+                self._origins(origin)
+                if callable(self._origins)
+                else origin is not None and origin in self._origins
+            )
+            if not allowed:
+                raise HTTPForbidden(text=f"Origin not allowed: {origin}")
         key = headers.get("Sec-WebSocket-Key", "").strip()
         try:
             if len(base64.b64decode(key, validate=True)) != 16:
@@ -159,7 +177,8 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         which the server turns into that response, for a request that is not
         a valid upgrade: 405 for a non-GET, 426 (with ``Upgrade: websocket``)
         for a plain HTTP request or (with ``Sec-WebSocket-Version: 13``) an
-        unsupported version, 400 for a bad ``Connection`` header or key.
+        unsupported version, 400 for a bad ``Connection`` header or key, 403
+        for an ``Origin`` outside ``origins``.
         """
         if self._prepared:
             return WebSocketReady(True, self._protocol)
