@@ -69,6 +69,7 @@ class ServerHTTPConnection:
     ) -> None:
         self.stream = stream
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
         self._max_headers = max_headers
         self._head_timeout = head_timeout
         self._keepalive_timeout = keepalive_timeout
@@ -126,6 +127,9 @@ class ServerHTTPConnection:
         if len(event.headers) > self._max_headers:
             raise HTTPInputError(431, "too many headers")
         raw = list(event.headers.raw_items())
+        # h11 only bounds a head that arrives in pieces; bound complete ones too.
+        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in raw) > self._max_head_size:
+            raise HTTPInputError(431, "request head too large")
         return RawRequest(
             method=event.method.decode("ascii"),
             target=event.target.decode("ascii", "replace"),

@@ -235,7 +235,9 @@ class _Server:
             return False
         if response.prepared:
             return False
-        if self.stopping:
+        # A refused upgrade ends the connection: the client expected to switch.
+        refused_upgrade = "upgrade" in request.headers.tokens("Connection")
+        if self.stopping or refused_upgrade:
             response.headers.add("Connection", "close")
         body = b"" if request.method == "HEAD" else response._body_bytes()
         headers = response.headers.items_all()
@@ -245,7 +247,7 @@ class _Server:
             await http.send_response(response.status, headers, body)
         except _STREAM_ERRORS:
             return False
-        return True
+        return not refused_upgrade
 
     async def _call_handler(
         self, conn: _Connection, request: Request, handler: Callable[[Request], Any]
