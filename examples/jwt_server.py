@@ -7,7 +7,8 @@ The first message must be ``{"type": "auth", "token": <JWT>}``; a valid token
 ``{"type": "message", ...}``. An invalid token is answered with ``auth_error``
 and the connection is closed. Needs PyJWT (``pip install trio_ws[jwt]``).
 
-Changed from the specification: ``datetime.utcnow()`` (deprecated) became an
+Changed from the specification: the key comes from ``JWT_SECRET_KEY`` (the
+specification's short key is below HS256's 32 bytes), ``datetime.utcnow()`` (deprecated) became an
 aware UTC time, and a message that is not JSON gets an error answer instead of
 ending the connection.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 
 import jwt
 
 from trio_ws import WSMsgType, web
 
-SECRET_KEY = "your-secret-key"
+# HS256 wants a key of at least 32 bytes (PyJWT warns below that); set your own.
+SECRET_KEY = os.environ.get("JWT_SECRET_KEY", "your-secret-key-change-me-in-production")
 
 
 def create_token(username: str) -> str:
