@@ -75,11 +75,11 @@ async def test_receive_every_kind(role: str) -> None:
         assert await ws.receive_json() == {"k": 2}
         assert await ws.receive_str() == "s"
         await peer.send(BytesMessage(data=b"x"))
-        with pytest.raises(WSMessageTypeError, match="is not WSMsgType.TEXT") as info:
+        with pytest.raises(WSMessageTypeError, match=r"is not WSMsgType\.TEXT") as info:
             await ws.receive_str()
         assert isinstance(info.value, TypeError)
         await peer.send(TextMessage(data="y"))
-        with pytest.raises(WSMessageTypeError, match="is not WSMsgType.BINARY"):
+        with pytest.raises(WSMessageTypeError, match=r"is not WSMsgType\.BINARY"):
             await ws.receive_bytes()
 
 
