@@ -36,7 +36,9 @@ async def case_count(session: trio_ws.ClientSession, base: str) -> int:
 
 async def run_case(session: trio_ws.ClientSession, base: str, case: int, agent: str) -> None:
     url = f"{base}/runCase?case={case}&agent={quote(agent)}"
-    async with session.ws_connect(url, compress=15, max_msg_size=0, heartbeat=None) as ws:
+    async with session.ws_connect(
+        url, compress=15, notakeover=True, max_msg_size=0, heartbeat=None
+    ) as ws:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await ws.send_str(msg.data)

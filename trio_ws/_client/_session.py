@@ -339,7 +339,10 @@ class ClientSession:
                 raise fail("Server accepted an extension that was not offered")
             try:
                 deflate = client_finalize(
-                    extensions, compress=o["compress"], max_size=o["max_msg_size"]
+                    extensions,
+                    compress=o["compress"],
+                    max_size=o["max_msg_size"],
+                    notakeover=o["notakeover"],
                 )
             except DeflateNegotiationError as exc:
                 raise fail(f"Invalid extension answer: {exc}") from None

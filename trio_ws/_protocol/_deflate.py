@@ -147,7 +147,7 @@ def client_offer(compress: int, *, notakeover: bool = False) -> str:
 
 
 def client_finalize(
-    header_values: list[str], *, compress: int, max_size: int
+    header_values: list[str], *, compress: int, max_size: int, notakeover: bool = False
 ) -> BoundedDeflate | None:
     """Check the server's answer to :func:`client_offer`.
 
@@ -179,7 +179,8 @@ def client_finalize(
         client=True,
         local_bits=max(client_bits, 9),
         remote_bits=max(server_bits, 9),
-        local_no_context_takeover="client_no_context_takeover" in params,
+        # Offering client_no_context_takeover is a promise to reset, agreed or not.
+        local_no_context_takeover=notakeover or "client_no_context_takeover" in params,
         remote_no_context_takeover="server_no_context_takeover" in params,
     )
 
