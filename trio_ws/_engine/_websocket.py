@@ -30,7 +30,8 @@ Background tasks never raise into the owner's nursery: failures are recorded
 ``_run`` ends, the stream is closed and ``_done`` is set; nothing outlives it.
 
 Speed: ``send_*`` and ``receive()`` check for cancellation but only yield to
-the scheduler when they must wait (for buffer space, for a message). A loop
+the scheduler when they must wait (for buffer space, for a message), and
+``receive()`` at least once every 32 queued messages. A loop
 that echoes a burst of messages therefore queues all replies and the writer
 sends them together when the loop next waits. Each wait is bounded: at most
 ``write_limit`` bytes are queued and at most one read's messages are taken
@@ -73,6 +74,7 @@ DEFAULT_MAX_MSG_SIZE: Final = 4 * 1024 * 1024
 DEFAULT_MAX_QUEUE: Final = 64
 DEFAULT_WRITE_LIMIT: Final = 64 * 1024
 READ_SIZE: Final = 64 * 1024
+_YIELD_EVERY: Final = 32  # receive() yields at least once per this many queued messages
 _CLOSED_ACCESS_LIMIT: Final = 5  # the server's RuntimeError after closed, as aiohttp
 
 _TEXT = WSMsgType.TEXT
@@ -130,6 +132,7 @@ class WebSocketEngine:
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._reader_done = False
         self._receiving = False
+        self._fast_receives = 0
 
         self._out: list[bytes | bytearray] = []
         self._out_size = 0  # queued plus in-flight bytes
@@ -732,6 +735,14 @@ class WebSocketEngine:
         inbox = self._inbox
         while True:
             if inbox:
+                self._fast_receives += 1
+                if self._fast_receives >= _YIELD_EVERY:
+                    # Let other tasks run now and then even while messages are
+                    # waiting, so one busy connection cannot starve the rest.
+                    self._fast_receives = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not inbox:
+                        continue
                 msg = inbox.popleft()
                 if msg is self._deferred:
                     action = self._deferred_action
@@ -750,6 +761,7 @@ class WebSocketEngine:
                         raise RuntimeError("WebSocket connection is closed.")
                 await trio.lowlevel.checkpoint()
                 return WS_CLOSED_MESSAGE
+            self._fast_receives = 0
             await self._getter.park()
 
     async def receive_str(self, *, timeout: float | None = None) -> str:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._exceptions import ClientConnectionResetError
 from .._http._server import HTTPInputError, ServerHTTPConnection
 from .._models import WSCloseCode
 from ._app import Application
@@ -257,6 +258,19 @@ class _Server:
             result = await handler(request)
         except HTTPException as exc:
             result = exc
+        except ClientConnectionResetError as exc:
+            ws = conn.websocket
+            if ws is not None and ws.closed:
+                # A send after the connection closed (peer gone, shutdown): not a bug
+                # in the handler worth a traceback.
+                logger.info("WebSocket handler %s stopped: %s", request.path, exc)
+                await ws._owner_exit(None)
+                return ws
+            logger.exception("Error handling request %s %s", request.method, request.path)
+            if ws is None:
+                return Response(status=500, text="500: Internal Server Error")
+            await ws._owner_exit(exc)
+            return ws
         except Exception as exc:
             ws = conn.websocket
             if ws is None:
