@@ -327,6 +327,7 @@ async def serve(
     shutdown_timeout: float = 10.0,
     limits: ServerLimits | None = None,
     backlog: int | None = None,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[Site] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; use with ``await nursery.start(serve, app, host, port)``.
@@ -337,12 +338,14 @@ async def serve(
     Runs ``on_startup`` hooks before reporting started. When cancelled it shuts
     down gracefully (see the module documentation) within
     ``shutdown_timeout`` seconds, then re-raises the cancellation. Raises
-    ``OSError`` if the address cannot be bound.
+    ``OSError`` if the address cannot be bound. ``listeners`` (already
+    listening) replace ``host``, ``port`` and ``backlog``; ``serve`` closes them.
     """
-    hosts = host if isinstance(host, list) else [host]
-    listeners: list[trio.SocketListener] = []
-    for h in hosts:
-        listeners.extend(await trio.open_tcp_listeners(port, host=h, backlog=backlog))
+    if listeners is None:
+        hosts = host if isinstance(host, list) else [host]
+        listeners = []
+        for h in hosts:
+            listeners.extend(await trio.open_tcp_listeners(port, host=h, backlog=backlog))
     server = _Server(app, limits or ServerLimits(), ssl_context)
     try:
         await app._run_hooks(app.on_startup)
@@ -394,15 +397,32 @@ def run_app(
     limits: ServerLimits | None = None,
     print: Callable[..., None] | None = print,
     handle_signals: bool = True,
+    workers: int = 1,
 ) -> None:
     """Serve ``app`` in a new ``trio.run`` until Ctrl-C or SIGTERM, as aiohttp's ``run_app``.
 
     ``port`` defaults to 8080 (8443 with ``ssl_context``). On SIGINT/SIGTERM
     the server shuts down gracefully (WebSockets get 1001) and the call
     returns. ``print`` (or None to stay silent) shows where it listens.
+    ``workers > 1`` serves from that many processes sharing the port (see
+    ``trio_ws/web/_workers.py``; signals are then always handled).
     """
     if port is None:
         port = 8443 if ssl_context is not None else 8080
+    if workers > 1:
+        from ._workers import run_workers
+
+        run_workers(
+            app,
+            workers=workers,
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            shutdown_timeout=shutdown_timeout,
+            limits=limits,
+            print=print,
+        )
+        return
 
     async def main() -> None:
         # Signals are caught from the start, so Ctrl-C during startup also
