@@ -270,9 +270,11 @@ class TestClient:
 
         Raises ``trio.TooSlowError`` when the exchange takes longer than
         ``timeout`` seconds, ``OSError`` when the server cannot be reached,
-        ``trio.BrokenResourceError`` when it drops the connection,
-        ``h11.RemoteProtocolError`` when it answers with invalid HTTP or a body
-        over 64 MiB, and ``ValueError`` for a ``path`` without a leading ``/``.
+        ``trio.BrokenResourceError`` when the connection breaks or is closed
+        before the whole response arrived (and for a failed TLS handshake),
+        ``h11.RemoteProtocolError`` when the server answers with invalid HTTP
+        or a body over 64 MiB, and ``ValueError`` for a ``path`` without a
+        leading ``/``.
         """
         target = _check_path(path)
         body = data.encode("utf-8") if isinstance(data, str) else bytes(data)
@@ -345,10 +347,18 @@ async def _exchange(
     response: h11.Response | None = None
     chunks: list[bytes] = []
     size = 0
+    eof = False
     while True:
-        event = conn.next_event()
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if eof:  # h11 saw the end of the stream mid-response
+                raise trio.BrokenResourceError("connection closed mid-response") from exc
+            raise
         if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(64 * 1024)))
+            data = bytes(await stream.receive_some(64 * 1024))
+            eof = not data
+            conn.receive_data(data)
         elif isinstance(event, h11.Response):
             response = event
         elif isinstance(event, h11.Data):
@@ -359,8 +369,8 @@ async def _exchange(
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
         # InformationalResponse (1xx) is skipped: the final answer follows.
-    if response is None:
-        raise h11.RemoteProtocolError("connection closed before a response")
+    if response is None:  # pragma: no cover - h11 raises first
+        raise trio.BrokenResourceError("connection closed before a response")
     return TestResponse(
         status=response.status_code,
         reason=response.reason.decode("latin-1"),
