@@ -339,16 +339,15 @@ class _ClientRun:
         else:
             await self.console.err(f"Closed ({_describe_code(code)})")
 
-    async def watch_interrupt(self) -> None:
+    async def watch_interrupt(self, signals: AsyncIterator[int]) -> None:
         """First Ctrl-C: close with 1001. A second one drops the connection at once."""
-        with trio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:
-                if self.interrupted:
-                    self.nursery.cancel_scope.cancel()
-                    return
-                self.interrupted = True
-                await self.console.err("Interrupted: closing (Ctrl-C again to quit at once)")
-                self.nursery.start_soon(self.close, WSCloseCode.GOING_AWAY)
+        async for _ in signals:
+            if self.interrupted:
+                self.nursery.cancel_scope.cancel()
+                return
+            self.interrupted = True
+            await self.console.err("Interrupted: closing (Ctrl-C again to quit at once)")
+            self.nursery.start_soon(self.close, WSCloseCode.GOING_AWAY)
 
 
 def _parse_header(text: str) -> tuple[str, str]:
@@ -378,13 +377,16 @@ async def _run_client(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             ) as ws:
                 connected = True
-                chosen = f" (subprotocol {ws.protocol})" if ws.protocol else ""
-                await console.err(f"Connected to {args.url}{chosen}")
-                async with trio.open_nursery() as nursery:
-                    run = _ClientRun(ws, console, nursery, args.wait)
-                    nursery.start_soon(run.print_messages)
-                    nursery.start_soon(run.send_input)
-                    nursery.start_soon(run.watch_interrupt)
+                # Ctrl-C is ours from here on (before, KeyboardInterrupt ends
+                # the run); "Connected" is printed only once it is.
+                with trio.open_signal_receiver(signal.SIGINT) as signals:
+                    chosen = f" (subprotocol {ws.protocol})" if ws.protocol else ""
+                    await console.err(f"Connected to {args.url}{chosen}")
+                    async with trio.open_nursery() as nursery:
+                        run = _ClientRun(ws, console, nursery, args.wait)
+                        nursery.start_soon(run.print_messages)
+                        nursery.start_soon(run.send_input)
+                        nursery.start_soon(run.watch_interrupt, signals)
         except (ClientError, OSError) as exc:
             if connected:
                 raise
