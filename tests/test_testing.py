@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -338,3 +342,28 @@ async def test_tls_server_and_client(ca: trustme.CA) -> None:
             async with client.ws_connect("/ws") as ws:
                 await ws.send_str("x")
                 assert await ws.receive_str(timeout=TIMEOUT) == "-:x"
+
+
+# ----------------------------------------------------------- the docs example
+
+
+async def test_the_documented_example_passes(tmp_path: Path) -> None:
+    """docs/testing.md's ``chat.py`` and ``test_chat.py``, run by pytest as a user would."""
+    page = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    (app,) = [b for b in blocks if "def build_app" in b]
+    (tests,) = [b for b in blocks if "from chat import build_app" in b]
+    (tmp_path / "chat.py").write_text(app)
+    (tmp_path / "test_chat.py").write_text(tests)
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\nfilterwarnings = error\n")
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py"],
+            cwd=tmp_path,
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    output = result.stdout.decode()
+    assert result.returncode == 0, output
+    assert re.search(r"\b5 passed\b", output), output
