@@ -547,3 +547,24 @@ async def test_write_failure_marks_connection_lost() -> None:
                     break
                 await trio.sleep(0.01)
         assert ws.close_code == WSCloseCode.ABNORMAL_CLOSURE
+
+
+async def test_heartbeat_tolerates_paused_reader(autojump_clock: trio.abc.Clock) -> None:
+    async with ws_pair(heartbeat=1.0, max_queue=4) as (ws, peer, nursery):
+
+        async def answer_pings() -> None:
+            while True:
+                event = await peer.next_event()
+                if isinstance(event, Ping):
+                    await peer.send(event.response())
+                if event is None:
+                    return
+
+        nursery.start_soon(answer_pings)
+        for i in range(20):
+            await peer.send(TextMessage(data=str(i)))
+        await trio.sleep(10)  # the application is busy: the reader is paused
+        got = [await ws.receive_str() for _ in range(20)]
+        assert got == [str(i) for i in range(20)]
+        assert not ws.closed
+        assert ws.exception() is None

@@ -19,7 +19,7 @@ class WSMsgType(IntEnum):
     """The kind of a :class:`WSMessage`.
 
     The first six values are RFC 6455 opcodes. ``ERROR``, ``CLOSING`` and
-    ``CLOSED`` are local states that :meth:`receive` reports; they never appear
+    ``CLOSED`` are local states that ``receive()`` reports; they never appear
     on the wire. ``ERROR`` is ``0x100`` as the specification gives it (aiohttp
     3.14 numbers it ``0x102``); compare with the names, never with numbers.
     Lower-case aliases (``WSMsgType.text``) exist as in aiohttp.
@@ -94,7 +94,7 @@ WS_CLOSING_MESSAGE = WSMessage(WSMsgType.CLOSING, None, None)
 
 @dataclass(frozen=True)
 class WebSocketReady:
-    """The result of :meth:`WebSocketResponse.can_prepare` and ``prepare``.
+    """The result of :meth:`trio_ws.web.WebSocketResponse.can_prepare` and ``prepare``.
 
     It honours both readings of the name. As in aiohttp it is a frozen
     ``(ok, protocol)`` object that is truthy when ``ok``. As in the

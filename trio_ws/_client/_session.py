@@ -99,7 +99,7 @@ class ClientSession:
     and ``await session.close()`` when done. ``headers`` are sent with every
     handshake. Inside ``async with``, ``ws = await session.ws_connect(url)``
     also works: that WebSocket's tasks then live in the session's nursery and
-    are closed (1001) when the session ends; outside it, use ``async with
+    are closed when the session ends (1000; 1001 if it is cancelled); outside it, use ``async with
     session.ws_connect(url) as ws:``, whose block owns the tasks.
     """
 

@@ -133,6 +133,7 @@ class WebSocketEngine:
         self._reader_done = False
         self._receiving = False
         self._fast_receives = 0
+        self._reader_paused = False  # stopped reading: the application is behind
 
         self._out: list[bytes | bytearray] = []
         self._out_size = 0  # queued plus in-flight bytes
@@ -187,10 +188,10 @@ class WebSocketEngine:
         """The error that ended the connection, if any.
 
         Set by a heartbeat timeout (``ServerTimeoutError`` on the client,
-        :class:`WSTimeoutError` on the server), a timed-out or failed
+        :class:`~trio_ws.WSTimeoutError` on the server), a timed-out or failed
         ``close()``, a connection lost without a close frame
         (``ClientConnectionResetError``), and (server) a protocol error (the
-        :class:`WebSocketError`). ``None`` otherwise.
+        :class:`~trio_ws.WebSocketError`). ``None`` otherwise.
         """
         return self._exception
 
@@ -361,8 +362,13 @@ class WebSocketEngine:
             self._last_rx = trio.current_time()
             self._on_data(data)
             # Backpressure: stop reading until the application catches up.
-            while len(self._inbox) >= self._max_queue and not self._reader_done:
-                await self._reader_lot.park()
+            if len(self._inbox) >= self._max_queue:
+                self._reader_paused = True
+                while len(self._inbox) >= self._max_queue and not self._reader_done:
+                    await self._reader_lot.park()
+                self._reader_paused = False
+                # Silence while we were not reading says nothing about the peer.
+                self._last_rx = trio.current_time()
 
     def _on_data(self, data: bytes | bytearray) -> None:
         driver = self._driver
@@ -530,7 +536,7 @@ class WebSocketEngine:
             sent_at = trio.current_time()
             self._write(self._driver.encode_ping(b""))
             await trio.sleep(interval / 2)
-            if self._last_rx < sent_at and not self._closed:
+            if self._last_rx < sent_at and not self._closed and not self._reader_paused:
                 text = f"No PONG received after {interval / 2} seconds"
                 err: BaseException = (
                     ServerTimeoutError(text) if self._client else WSTimeoutError(text)
@@ -582,7 +588,7 @@ class WebSocketEngine:
         while waiting, nothing was sent.
 
         Raises ``TypeError`` if ``data`` is not ``str``,
-        :class:`ClientConnectionResetError` after the connection closed, and
+        :class:`~trio_ws.ClientConnectionResetError` after the connection closed, and
         ``RuntimeError`` on a server response before ``prepare()``.
         """
         if not isinstance(data, str):
@@ -617,7 +623,7 @@ class WebSocketEngine:
         """Send a PING frame with ``message`` (at most 125 bytes).
 
         Raises ``ValueError`` for a longer payload and
-        :class:`ClientConnectionResetError` after close.
+        :class:`~trio_ws.ClientConnectionResetError` after close.
         """
         await self._send_control(False, message)
 
@@ -708,7 +714,7 @@ class WebSocketEngine:
         CLOSING (server) or CLOSED (client).
 
         ``timeout`` (or the ``receive_timeout`` given at creation; 0 or None
-        means none) raises :class:`WSTimeoutError`, a ``TimeoutError`` and
+        means none) raises :class:`~trio_ws.WSTimeoutError`, a ``TimeoutError`` and
         ``trio.TooSlowError``; the connection stays usable (the client also
         sets ``close_code`` to 1006, as aiohttp). Cancelling ``receive()``
         loses no message. A second concurrent call raises ``RuntimeError``.
@@ -767,7 +773,7 @@ class WebSocketEngine:
     async def receive_str(self, *, timeout: float | None = None) -> str:
         """Receive a TEXT message and return its text.
 
-        Raises :class:`WSMessageTypeError` (a ``TypeError``) for any other
+        Raises :class:`~trio_ws.WSMessageTypeError` (a ``TypeError``) for any other
         message, CLOSE and CLOSED included.
         """
         msg = await self.receive(timeout)

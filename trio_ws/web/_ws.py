@@ -132,11 +132,11 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         except (binascii.Error, ValueError):
             raise HTTPBadRequest(text=f"Handshake error: {key!r}") from None
         protocol = None
-        for offered in headers.tokens("Sec-WebSocket-Protocol"):
-            match = next((p for p in self._protocols if p.lower() == offered), None)
-            if match is not None:
-                protocol = match
-                break
+        # Subprotocol names are case-sensitive tokens (RFC 6455 section 4.1).
+        offers = [
+            t.strip() for v in headers.getall("Sec-WebSocket-Protocol", []) for t in v.split(",")
+        ]
+        protocol = next((o for o in offers if o in self._protocols), None)
         response = [
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
