@@ -320,7 +320,7 @@ async def test_workers_exit_when_the_supervisor_is_killed(app_script: Path) -> N
 
         def gone(process: psutil.Process) -> bool:
             try:
-                return process.status() == psutil.STATUS_ZOMBIE
+                return bool(process.status() == psutil.STATUS_ZOMBIE)
             except psutil.NoSuchProcess:
                 return True
 

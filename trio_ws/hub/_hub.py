@@ -198,10 +198,13 @@ class Hub:
         self._nursery = None
         nursery.cancel_scope.cancel()
         try:
-            return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+            # The hub's tasks never raise: the block's own exception (if any)
+            # propagates as it was raised, not wrapped in an ExceptionGroup.
+            await self._nursery_cm.__aexit__(None, None, None)
         finally:
             self._topics.clear()
             self._subs.clear()
+        return None
 
     @property
     def running(self) -> bool:

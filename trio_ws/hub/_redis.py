@@ -74,6 +74,10 @@ class RedisBackend:
     same prefix. ``publish_queue`` bounds the messages waiting for the
     publisher connection (``hub.publish`` waits when it is full);
     ``batch_size`` bounds the ``PUBLISH`` commands sent per round trip.
+    The hub's start waits up to ``startup_timeout`` seconds for both
+    connections, so that a server started with its hub does not accept
+    clients before it hears the other processes; past that it starts anyway
+    (logged) and keeps trying.
 
     Needs the ``redis`` extra (``pip install trio_ws[redis]``). Create one
     backend per hub; it connects when the hub starts, and keeps reconnecting
@@ -91,6 +95,7 @@ class RedisBackend:
         reconnect_max: float = 5.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
+        startup_timeout: float = 5.0,
     ) -> None:
         if publish_queue < 1 or batch_size < 1:
             raise ValueError("publish_queue and batch_size must be at least 1")
@@ -102,6 +107,7 @@ class RedisBackend:
         self.reconnect_max = reconnect_max
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self.startup_timeout = startup_timeout
         self._prefix = channel_prefix.encode()
         self._origin = b""
         self._listening = False
@@ -169,6 +175,13 @@ class RedisBackend:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconnecting, "listener", self._listen, deliver)
             nursery.start_soon(self._reconnecting, "publisher", self._publish_loop)
+            with trio.move_on_after(self.startup_timeout):
+                await self.wait_ready()
+            if not self.ready:
+                logger.warning(
+                    "Redis at %s is not reachable yet: starting without it, still trying",
+                    self.url,
+                )
             task_status.started()
 
     @asynccontextmanager
