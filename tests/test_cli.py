@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -358,9 +358,11 @@ async def test_client_cannot_connect_exits_3(url: str, expected: str) -> None:
             assert await client.stdout.rest() == []
 
 
-async def test_client_reports_a_lost_connection() -> None:
-    # A bare server that completes the handshake, then drops the TCP connection.
-    async def handshake_then_drop(stream: trio.SocketStream) -> None:
+def handshake_then(after: bytes) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A bare server that completes the handshake and hangs up at once, or after
+    sending the raw bytes ``after`` and reading until the client hangs up."""
+
+    async def handler(stream: trio.SocketStream) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             head += await stream.receive_some(65536)
@@ -368,19 +370,45 @@ async def test_client_reports_a_lost_connection() -> None:
         assert key is not None
         await stream.send_all(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + generate_accept_token(key[1]) + b"\r\n\r\n"
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key[1]) + b"\r\n\r\n" + after
         )
+        if after:
+            with trio.move_on_after(TIMEOUT):
+                while await stream.receive_some(65536):
+                    pass
         await stream.aclose()
 
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (b"", "Connection lost (1006 ABNORMAL_CLOSURE): "),
+        # A text frame whose payload is not UTF-8.
+        (b"\x81\x02\xff\xfe", "Protocol error, closed (1007 INVALID_TEXT): "),
+    ],
+)
+async def test_client_reports_a_broken_connection(after: bytes, expected: str) -> None:
     async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, handshake_then_drop, 0, host="127.0.0.1")
+        serve = functools.partial(trio.serve_tcp, handshake_then(after), 0, host="127.0.0.1")
         (listener,) = await nursery.start(serve)
         port = listener.socket.getsockname()[1]
         async with spawn("client", f"ws://127.0.0.1:{port}/") as client:
             assert await client.wait() == EXIT_ABNORMAL
             lines = await client.stderr.rest()
-            assert lines[-1].startswith("Connection lost (1006 ABNORMAL_CLOSURE): ")
+            assert lines[-1].startswith(expected), lines
         nursery.cancel_scope.cancel()
+
+
+async def test_client_exits_when_its_output_is_closed() -> None:
+    async with echo_server() as (_server, url), spawn("client", url) as client:
+        await client.stderr.until("^Connected to ")
+        assert client.process.stdout is not None
+        await client.process.stdout.aclose()
+        await client.send("nobody reads this\n")
+        assert await client.wait() == EXIT_ABNORMAL
+        assert await client.stderr.rest() == ["Standard output is closed: closing with 1001"]
 
 
 @posix_only

@@ -299,8 +299,11 @@ class _ClientRun:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self.console.out(format_message(msg))
                 elif msg.type == WSMsgType.ERROR:
+                    # The engine has sent the close frame with the error's code.
                     self.exit_code = EXIT_ABNORMAL
-                    await self.console.err(f"Protocol error: {msg.data}")
+                    code = _describe_code(ws.close_code)
+                    await self.console.err(f"Protocol error, closed ({code}): {msg.data}")
+                    break
                 elif msg.type == WSMsgType.CLOSE:
                     await self._server_closed(msg)
                     break
@@ -317,6 +320,7 @@ class _ClientRun:
         except trio.BrokenResourceError:
             # Standard output went away (say, a closed pipe): nothing left to show.
             self.exit_code = EXIT_ABNORMAL
+            await self.console.err("Standard output is closed: closing with 1001")
             await self.close(WSCloseCode.GOING_AWAY)
         self.nursery.cancel_scope.cancel()
 
