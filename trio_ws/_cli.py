@@ -61,6 +61,7 @@ __all__ = [
     "EXIT_USAGE",
     "build_parser",
     "echo_app",
+    "format_message",
     "main",
 ]
 
@@ -90,10 +91,11 @@ message received is printed on standard output as '< text', or as
 '< [binary N bytes] 0a1b...' (at most the first 32 bytes, in hex). Notices
 (connected, closed, errors) go to standard error.
 
-End of input (Ctrl-D) closes the connection with 1000 (after --wait seconds,
-during which replies are still printed; later ones are dropped). Ctrl-C closes with 1001 (a second
-Ctrl-C quits at once). When the server closes, its close code is printed on
-standard error and the client exits.
+End of input (Ctrl-D) closes the connection with 1000, after --wait seconds
+during which replies are still printed (once the close begins, later replies
+are dropped). Ctrl-C closes with 1001; a second Ctrl-C quits at once. When
+the server closes, its close code is printed on standard error and the client
+exits.
 """
 
 _ECHO_HELP = """\
@@ -122,7 +124,7 @@ class _Console:
     """Standard input as lines, standard output and error as text, all awaited in trio."""
 
     def __init__(self) -> None:
-        self._posix = sys.platform != "win32"
+        self._posix = sys.platform != "win32"  # FdStream exists on POSIX only
         self._stdin: trio.lowlevel.FdStream | None = None
         self._stdout: trio.lowlevel.FdStream | None = None
         self._stderr: trio.lowlevel.FdStream | None = None
@@ -130,7 +132,7 @@ class _Console:
         self._err_lock = trio.Lock()
 
     async def __aenter__(self) -> _Console:
-        if sys.platform != "win32":  # FdStream exists on POSIX only
+        if sys.platform != "win32":  # (spelled out for type checkers)
             self._stdin = _fd_stream(0)
             self._stdout = _fd_stream(1)
             self._stderr = _fd_stream(2)
@@ -161,6 +163,8 @@ class _Console:
             if not data:
                 break
             buffer += data
+            if b"\n" not in data:
+                continue
             *complete, buffer = buffer.split(b"\n")
             for line in complete:
                 yield _decode_line(line)
