@@ -789,6 +789,37 @@ async def test_compressed_inflation_over_max_msg_size_is_1009(max_msg_size: int 
         await raw.aclose()
 
 
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (frame(OP_BINARY, b"\xff\xff\xff\xff not deflate", rsv=0b100), 1007),
+        (frame(OP_TEXT, b"\x00\x05\x00\x00\x00hello", rsv=0b100), 1007),  # bad stored block
+        (frame(OP_TEXT, deflate_payload(b"\xff\xfe"), rsv=0b100), 1007),
+        (
+            frame(OP_TEXT, deflate_payload(b"ab"), rsv=0b100, fin=False)
+            + frame(OP_CONT, b"c", rsv=0b100),
+            1002,
+        ),
+    ],
+    ids=["not-deflate", "bad-stored-block", "inflates-to-bad-utf8", "rsv1-on-continuation"],
+)
+async def test_broken_compressed_data(data: bytes, code: int) -> None:
+    echo = make_echo()
+    async with running(echo.app()) as site:
+        raw, _ = await RawWS.connect(
+            site.port, extra=[("Sec-WebSocket-Extensions", "permessage-deflate")]
+        )
+        await raw.send(data)
+        with trio.fail_after(5):
+            got, before = await raw.read_close()
+            assert await raw.at_eof()
+        assert got == code and before == []
+        ws, messages = await echo.returned.receive()
+        assert [m.type for m in messages] == [WSMsgType.ERROR]
+        assert messages[0].data.code == code and ws.close_code == code
+        await raw.aclose()
+
+
 @pytest.mark.parametrize("max_msg_size", [None, 1000])
 async def test_client_max_msg_size_is_1009_seen_by_server(max_msg_size: int | None) -> None:
     """The trio_ws client enforces its max_msg_size too; the server sees close 1009."""
