@@ -227,10 +227,6 @@ async def test_client_headers_reach_the_handshake() -> None:
             assert await ws.receive_str(timeout=TIMEOUT) == "t2:b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trio_ws sends the session's header and the call's; aiohttp lets the call's replace it",
-)
 async def test_call_headers_replace_session_headers() -> None:
     async with trio_ws.testing.open_test_client(build_app(), headers={"X-Tag": "t1"}) as client:
         async with client.ws_connect("/ws", headers={"X-Tag": "t2"}) as ws:

@@ -235,8 +235,10 @@ class ClientSession:
         target, url_auth = _parse_url(url, o["params"])
         auth = o["auth"] or url_auth or self._auth
         key = generate_nonce()
-        req = Headers(self._headers.items_all())
-        for k, v in (o["headers"] or {}).items():
+        # A header given to ws_connect replaces the session's header of that name.
+        call = Headers(o["headers"] or {})
+        req = Headers([(k, v) for k, v in self._headers.items_all() if k not in call])
+        for k, v in call.items_all():
             req.add(k, v)
         names = {k.lower() for k in req}
         base = [

@@ -24,12 +24,16 @@ import functools
 import logging
 import signal
 import ssl as _ssl
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from .._exceptions import ClientConnectionResetError
 from .._http._server import HTTPInputError, ServerHTTPConnection
@@ -453,5 +457,26 @@ def run_app(
                     break
                 nursery.cancel_scope.cancel()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    except BaseExceptionGroup as group:
+        # Startup failures (e.g. the port is taken) come out of the nursery in
+        # a group; raise the one error itself, as aiohttp's run_app does.
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            if isinstance(leaves[0], KeyboardInterrupt):
+                return
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
