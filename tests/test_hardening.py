@@ -591,7 +591,8 @@ async def test_malformed_request_is_400_and_server_keeps_serving(request_bytes: 
             await stream.send_all(request_bytes)
             with trio.fail_after(5):
                 answer = await read_to_eof(stream)
-        assert answer.split(b" ")[1] in (b"400", b"501", b"505"), answer[:80]
+        expected = b"501" if b"Transfer-Encoding: gzip" in request_bytes else b"400"
+        assert answer.split(b" ")[1] == expected, answer[:80]
         assert b"Connection: close" in answer
         assert await get_ok(site.port) < 1.0
         assert await echo_roundtrip(site.port, 2) < 1.0
