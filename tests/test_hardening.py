@@ -716,11 +716,6 @@ async def test_fragments_running_total_over_max_msg_size_is_1009(max_msg_size: i
         await raw.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _SizeGuard adds PING/PONG payloads to the running message total, so a "
-    "control frame after or inside a message near max_msg_size closes the connection with 1009",
-)
 @pytest.mark.parametrize("where", ["pings-only", "inside-fragmented-message", "after-message"])
 async def test_control_frames_do_not_count_toward_max_msg_size(where: str) -> None:
     echo = make_echo(max_msg_size=1024)
@@ -745,7 +740,8 @@ async def test_control_frames_do_not_count_toward_max_msg_size(where: str) -> No
         with trio.fail_after(5):
             got = [await raw.read_frame() for _ in expected]
         await raw.aclose()
-        assert got == expected
+        # The reader answers a ping at once, so a pong may overtake an echo.
+        assert sorted(got) == sorted(expected)
 
 
 @pytest.mark.parametrize("max_msg_size", [None, 64 * 1024])

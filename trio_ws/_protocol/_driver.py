@@ -61,6 +61,7 @@ class _SizeGuard(Extension):
         self._deflate = deflate
         self._total = 0
         self._compressed = False
+        self._counting = False
 
     def enabled(self) -> bool:
         return True
@@ -78,9 +79,11 @@ class _SizeGuard(Extension):
         if opcode is _OP_TEXT or opcode is _OP_BINARY:
             self._total = 0
             self._compressed = self._deflate is not None and rsv.rsv1
+        # Control frames (at most 125 bytes) may sit between fragments: never counted.
+        self._counting = not opcode.iscontrol()
         if (
-            not self._compressed
-            and not opcode.iscontrol()
+            self._counting
+            and not self._compressed
             and self._total + payload_length > self.max_size
         ):
             return CloseReason.MESSAGE_TOO_BIG
@@ -89,6 +92,8 @@ class _SizeGuard(Extension):
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
+        if not self._counting:
+            return data
         self._total += len(data)
         if self._total > self.max_size:
             return CloseReason.MESSAGE_TOO_BIG
