@@ -1092,10 +1092,7 @@ async def test_flooding_client_is_slowed_and_receive_queue_bounded(max_queue: in
 async def test_ping_flood_does_not_grow_memory(write_limit: int | None) -> None:
     """Pings from a client that never reads: pongs are coalesced past write_limit."""
     limit = write_limit or 64 * 1024
-    kwargs: dict[str, Any] = {} if write_limit is None else {"write_limit": write_limit}
-    # max_msg_size=0: with a limit, the ping payloads alone add up to 1009 after
-    # 4 MiB (see test_control_frames_do_not_count_toward_max_msg_size).
-    kwargs["max_msg_size"] = 0
+    kwargs = {} if write_limit is None else {"write_limit": write_limit}
     echo = Echo(lambda: Instrumented(**kwargs))
     pings = 200_000  # 26 MB of pings; their pongs would be 25 MB, several times the socket buffers
     per_chunk = 500
