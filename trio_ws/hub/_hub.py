@@ -76,14 +76,16 @@ class Backend(Protocol):
 
     ``run`` is started in the hub's nursery with ``nursery.start``; it calls
     ``deliver(topic, payload)`` for every message another process published,
-    and must never raise (it retries instead). ``publish`` sends one local
+    and must never raise (it retries instead). ``deliver`` never waits; it
+    returns True when some subscriber's queue is half full: the backend should
+    then yield (``trio.lowlevel.checkpoint()``) before delivering more. ``publish`` sends one local
     message to the other processes; it may wait (backpressure) but must not
     raise while the backend is unreachable.
     """
 
     async def run(
         self,
-        deliver: Callable[[str, Payload], int],
+        deliver: Callable[[str, Payload], bool],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None: ...
@@ -168,6 +170,7 @@ class Hub:
         self._sent = 0
         self._dropped = 0
         self._closed_slow = 0
+        self._deepest = 0  # the longest queue after the last delivery
 
     # ------------------------------------------------------------- lifecycle
 
@@ -298,10 +301,13 @@ class Hub:
         ``str`` is sent as a TEXT message, ``bytes`` (or bytearray, memoryview)
         as BINARY, any other value as the JSON text of ``dumps(data)``.
         Returns how many local subscribers it was queued for. It never waits
-        for a subscriber; it waits only when the backend pushes back, and
-        always checkpoints, so a loop of ``publish`` calls lets the drain tasks
-        run. While the backend is unreachable the message reaches local
-        subscribers only. Raises ``TypeError`` for data ``dumps`` rejects.
+        for a subscriber and always checks for cancellation. It yields to the
+        scheduler only once some subscriber's queue is half full (or when the
+        backend pushes back): a burst of publishes then reaches each WebSocket
+        as one write, while a long loop of ``publish`` calls still lets the
+        drain tasks run before any queue overflows. While the backend is
+        unreachable the message reaches local subscribers only. Raises
+        ``TypeError`` for data ``dumps`` rejects.
         """
         self._check_running()
         payload: Payload
@@ -313,33 +319,42 @@ class Hub:
             payload = self._dumps(data)
         self._published += 1
         count = self._deliver(topic, payload)
-        if self.backend is None:
-            await trio.lowlevel.checkpoint()
-        else:
+        deepest = self._deepest
+        if self.backend is not None:
             await self.backend.publish(topic, payload)
+        if deepest * 2 >= self.queue_size:
+            await trio.lowlevel.checkpoint()  # let the drain tasks catch up
+        elif self.backend is None:
+            await trio.lowlevel.checkpoint_if_cancelled()
         return count
 
-    def _deliver_remote(self, topic: str, payload: Payload) -> int:
+    def _deliver_remote(self, topic: str, payload: Payload) -> bool:
         self._received += 1
-        return self._deliver(topic, payload)
+        self._deliver(topic, payload)
+        return self._deepest * 2 >= self.queue_size
 
     def _deliver(self, topic: str, payload: Payload) -> int:
         """Queue ``payload`` for the local subscribers of ``topic``; never waits."""
         members = self._topics.get(topic)
+        self._deepest = 0
         if not members:
             return 0
         limit = self.queue_size
-        count = 0
+        count = deepest = 0
         for sub in list(members.values()):
             queue = sub.queue
-            if len(queue) >= limit:
+            depth = len(queue)
+            if depth >= limit:
                 self._on_overflow(sub)
                 continue
             queue.append(payload)
             count += 1
-            if len(queue) == 1:
+            if depth == 0:
                 sub.lot.unpark()
+            if depth >= deepest:
+                deepest = depth + 1
         self._queued += count
+        self._deepest = deepest
         return count
 
     def _on_overflow(self, sub: _Sub) -> None:

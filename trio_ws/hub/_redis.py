@@ -13,7 +13,14 @@ connections to the server (through coredis, which runs on trio via anyio):
   process receives every topic's messages under the prefix, even topics it has
   no subscriber for (they are dropped on arrival).
 * the **publisher** sends what ``hub.publish`` queued, several messages per
-  round trip (a pipeline of up to ``batch_size`` ``PUBLISH`` commands).
+  round trip (a pipeline of up to ``batch_size`` ``PUBLISH`` commands);
+* the **deliverer** hands what the listener received to the hub. coredis
+  yields to the scheduler between two messages, so handing each over at once
+  would wake every subscriber's task (and cost one ``send`` system call per
+  subscriber) for every message. The deliverer instead gathers messages for
+  ``coalesce`` seconds (1 ms) after the first one arrives and hands them over
+  together, so that each subscriber gets them in one write; it yields
+  whenever the hub says a queue is half full.
 
 The publishing process delivers to its own subscribers directly; on Redis each
 message carries an 8-byte random id of the process that sent it, and a
@@ -42,6 +49,7 @@ import logging
 import os
 import random
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -77,7 +85,9 @@ class RedisBackend:
     The hub's start waits up to ``startup_timeout`` seconds for both
     connections, so that a server started with its hub does not accept
     clients before it hears the other processes; past that it starts anyway
-    (logged) and keeps trying.
+    (logged) and keeps trying. ``coalesce`` is how long messages from other
+    processes are gathered before they are handed to the subscribers (adds
+    at most that much latency; 0 hands each over at once).
 
     Needs the ``redis`` extra (``pip install trio_ws[redis]``). Create one
     backend per hub; it connects when the hub starts, and keeps reconnecting
@@ -96,6 +106,7 @@ class RedisBackend:
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
         startup_timeout: float = 5.0,
+        coalesce: float = 0.001,
     ) -> None:
         if publish_queue < 1 or batch_size < 1:
             raise ValueError("publish_queue and batch_size must be at least 1")
@@ -108,6 +119,9 @@ class RedisBackend:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.startup_timeout = startup_timeout
+        self.coalesce = coalesce
+        self._inbound: deque[tuple[str, Payload]] = deque()
+        self._inbound_lot = trio.lowlevel.ParkingLot()
         self._prefix = channel_prefix.encode()
         self._origin = b""
         self._listening = False
@@ -155,7 +169,7 @@ class RedisBackend:
 
     async def run(
         self,
-        deliver: Callable[[str, Payload], int],
+        deliver: Callable[[str, Payload], bool],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -173,7 +187,8 @@ class RedisBackend:
             self.publish_queue
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._reconnecting, "listener", self._listen, deliver)
+            nursery.start_soon(self._reconnecting, "listener", self._listen)
+            nursery.start_soon(self._deliverer, deliver)
             nursery.start_soon(self._reconnecting, "publisher", self._publish_loop)
             with trio.move_on_after(self.startup_timeout):
                 await self.wait_ready()
@@ -242,12 +257,13 @@ class RedisBackend:
 
     # --------------------------------------------------------------- listener
 
-    async def _listen(self, connected: trio.Event, deliver: Callable[[str, Payload], int]) -> None:
+    async def _listen(self, connected: trio.Event) -> None:
         from coredis.retry import NoRetryPolicy
 
         prefix = self._prefix
         start = len(prefix)
         origin = self._origin
+        inbound = self._inbound
         async with (
             self._client(None) as client,
             client.pubsub(
@@ -275,7 +291,20 @@ class RedisBackend:
                     logger.warning("Dropping a malformed message on Redis channel %r", channel)
                     continue
                 self._stats["remote_received"] += 1
-                deliver(topic, payload)
+                inbound.append((topic, payload))
+                if len(inbound) == 1:
+                    self._inbound_lot.unpark()
+
+    async def _deliverer(self, deliver: Callable[[str, Payload], bool]) -> None:
+        inbound = self._inbound
+        while True:
+            while not inbound:
+                await self._inbound_lot.park()
+            if self.coalesce > 0:
+                await trio.sleep(self.coalesce)
+            while inbound:
+                if deliver(*inbound.popleft()):
+                    await trio.lowlevel.checkpoint()  # let the subscribers catch up
 
     # -------------------------------------------------------------- publisher
 
@@ -292,7 +321,12 @@ class RedisBackend:
             data = b"".join((self._origin, _TEXT, payload.encode()))
         else:
             data = b"".join((self._origin, _BINARY, payload))
-        await send.send((self._prefix + topic.encode(), data))
+        try:
+            send.send_nowait((self._prefix + topic.encode(), data))
+        except trio.WouldBlock:
+            await send.send((self._prefix + topic.encode(), data))  # Redis is behind: wait
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _publish_loop(self, connected: trio.Event) -> None:
         receive = self._queue_receive
