@@ -15,9 +15,12 @@ nursery it owns. That starts one ``_run`` task holding, inside
 
 * the **reader** reads the stream in large chunks, feeds the driver, answers
   pings (``autoping``), completes the close handshake (``autoclose``), and
-  appends messages to the inbox. When the inbox holds ``max_queue`` messages,
-  or the outgoing buffer is over ``write_limit``, it stops reading the socket
-  until the application catches up: memory stays bounded either way.
+  appends messages to the inbox. When the inbox holds ``max_queue`` messages
+  it stops reading the socket until the application catches up. It never
+  waits for the outgoing buffer (two peers sending hard would deadlock):
+  while that is over ``write_limit``, only the latest ping is remembered and
+  answered once it drains. Memory stays bounded either way, and the heartbeat
+  does not count silence while the reader was paused.
 * the **writer** is the only caller of ``send_all``. Every frame (data, ping,
   pong, close) is appended to one outgoing buffer; the writer sends whatever
   has gathered in one write, so a burst of small messages costs one syscall.
