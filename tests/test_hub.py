@@ -251,6 +251,14 @@ async def test_leaving_the_hub_cancels_blocked_sends() -> None:
         await hub.publish("t", "x")
 
 
+async def test_an_exception_in_the_block_comes_out_unwrapped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with open_hub() as hub:
+            hub.subscribe(FakeWS(gate=trio.Event()), "t")
+            await hub.publish("t", "queued")
+            raise KeyError("mine")
+
+
 async def test_hub_misuse() -> None:
     with pytest.raises(ValueError, match="queue_size"):
         Hub(queue_size=0)
@@ -483,6 +491,27 @@ async def test_redis_carries_messages_between_hubs(redis: RedisServer) -> None:
         # before "from two": it was counted and dropped there, as nobody listens.
         assert one.statistics().received == 2
         assert one.statistics().backend["remote_published"] == 1
+
+
+@needs_redis
+async def test_redis_delivery_keeps_order_and_respects_queue_size(redis: RedisServer) -> None:
+    eager = RedisBackend(redis.url, coalesce=0)
+    async with open_hub(backend(redis), queue_size=4) as one, open_hub(eager, queue_size=4) as two:
+        await ready(one, two)
+        b = FakeWS()
+        two.subscribe(b, "t")
+        for i in range(100):  # more than queue_size: the deliverer yields when queues fill
+            await one.publish("t", i)
+        await b.wait_for(100)
+        assert b.received == [str(i) for i in range(100)]
+        # The other way round: one gathers a batch of up to 100, bigger than its queues.
+        a = FakeWS()
+        one.subscribe(a, "t")
+        for i in range(100):
+            await two.publish("t", i)
+        await a.wait_for(100)
+        assert a.received == [str(i) for i in range(100)]
+        assert one.statistics().closed_slow == two.statistics().closed_slow == 0
 
 
 @needs_redis
