@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from trio_ws.hub import Hub, RedisBackend, open_hub
 
 from .test_workers import server_process
 
+ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0  # seconds for any one exchange
 
 
@@ -689,8 +691,43 @@ def test_workers_need_redis_in_the_example() -> None:
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=ROOT,
         check=False,
     )
     assert result.returncode == 2
     assert "--workers needs --redis" in result.stderr
+
+
+@needs_redis
+@pytest.mark.slow
+def test_scaleout_benchmark_runs(redis: RedisServer) -> None:
+    """benchmarks/scaleout.py end to end with tiny counts: every configuration reports a
+    positive figure and drops nothing. Not a timing assertion."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/scaleout.py",
+            "--subscribers",
+            "10",
+            "--burst",
+            "50",
+            "--messages",
+            "200",
+            "--max-time",
+            "2",
+            "--redis",
+            redis.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
+    figures = {row[1].strip(): row for row in rows[1:]}
+    assert set(figures) == {"single", "single-redis", "workers2", "procs2"}, result.stdout
+    for row in figures.values():
+        assert float(row[2].replace(",", "")) > 0, row
+        assert row[5].strip() == "0 0", row  # nothing dropped in the hub or on the way to Redis
