@@ -623,6 +623,18 @@ async def receive_json(ws: trio_ws.ClientWebSocketResponse) -> dict[str, Any]:
     return data
 
 
+async def http_get(port: int, path: str) -> bytes:
+    """The raw response to ``GET path`` on a fresh connection."""
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            await stream.send_all(request.encode())
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    return data
+
+
 async def next_chat_message(ws: trio_ws.ClientWebSocketResponse) -> dict[str, Any]:
     """The next ``message``, skipping join/leave notices (which may still be in flight from
     other processes for earlier connections: pub/sub has no common order across processes)."""
@@ -652,6 +664,8 @@ async def check_conversation(
 async def test_chat_between_two_server_processes(redis: RedisServer) -> None:
     args = ["examples/chat_hub.py", "--port", "0", "--redis", redis.url]
     async with server_process(args) as one, server_process(args) as two:
+        page = await http_get(one.port, "/")
+        assert page.startswith(b"HTTP/1.1 200") and b"<title>trio_ws chat</title>" in page
         async with trio_ws.ClientSession() as session, AsyncExitStack() as stack:
             alice, server_a = await chat_client(stack, session, one.port, "alice")
             bob, server_b = await chat_client(stack, session, two.port, "bob")
