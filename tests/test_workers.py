@@ -7,6 +7,7 @@ it over sockets: forking inside the pytest process would copy the test runner to
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -228,6 +229,16 @@ def test_reserve_binds_every_address_on_one_port() -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_reserve_refuses_a_port_another_server_holds() -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that shares
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError) as info:
+            _reserve("127.0.0.1", other.getsockname()[1])
+        assert info.value.errno == errno.EADDRINUSE
 
 
 async def test_two_workers_share_the_port(app_script: Path) -> None:

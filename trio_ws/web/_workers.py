@@ -187,7 +187,8 @@ def run_workers(
     finally:
         signal.set_wakeup_fd(previous_wakeup)
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:
+                signal.signal(sig, handler)
         for fd in (ready_r, ready_w, lifeline_r, lifeline_w, wake_r, wake_w):
             os.close(fd)
         for sock in reservations:
@@ -381,7 +382,12 @@ def _reuse(sock: Any) -> None:
 
 
 def _reserve(host: str | list[str] | None, port: int) -> list[socket.socket]:
-    """Bind (never listen) one socket per address, all on one port."""
+    """Bind (never listen) one socket per address, all on one port.
+
+    A fixed port is first bound without ``SO_REUSEPORT``: if another server
+    (say a second copy of this one) already holds it, that fails with
+    ``EADDRINUSE`` instead of silently sharing the port with it.
+    """
     hosts = host if isinstance(host, list) else [host]
     infos = []
     for h in hosts:
@@ -393,11 +399,17 @@ def _reserve(host: str | list[str] | None, port: int) -> list[socket.socket]:
             if (family, sockaddr[:2]) in seen:
                 continue
             seen.add((family, sockaddr[:2]))
+            if sockets:  # port 0: every address on the port the first one got
+                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
+            if sockaddr[1] != 0:
+                with socket.socket(family, type_, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind(sockaddr)
             sock = socket.socket(family, type_, proto)
             sockets.append(sock)
             _reuse(sock)
-            if sockets[1:]:  # port 0: every address on the port the first one got
-                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
             sock.bind(sockaddr)
     except BaseException:
         for sock in sockets:
