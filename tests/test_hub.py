@@ -9,6 +9,7 @@ skipped only when no ``redis-server`` program can be found
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -28,6 +29,7 @@ import trio.testing
 import trio_ws
 from trio_ws import WSCloseCode, WSMsgType, web
 from trio_ws.hub import Hub, RedisBackend, open_hub
+from trio_ws.hub import run_app as hub_run_app
 
 from .test_workers import server_process
 
@@ -745,3 +747,22 @@ def test_scaleout_benchmark_runs(redis: RedisServer) -> None:
     for row in figures.values():
         assert float(row[2].replace(",", "")) > 0, row
         assert row[5].strip() == "0 0", row  # nothing dropped in the hub or on the way to Redis
+
+
+def test_hub_run_app_raises_a_bind_error_unwrapped() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hub = Hub()
+        with pytest.raises(OSError) as info:
+            hub_run_app(
+                web.Application(), hub, host="127.0.0.1", port=taken.getsockname()[1], print=None
+            )
+    assert info.value.errno == errno.EADDRINUSE
+    assert not hub.running  # started around the server, stopped again
+
+
+async def test_hub_run_app_refuses_a_running_hub() -> None:
+    async with open_hub() as hub:
+        with pytest.raises(RuntimeError, match="not running"):
+            hub_run_app(web.Application(), hub, port=0, print=None)
