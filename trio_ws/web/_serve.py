@@ -26,7 +26,7 @@ import signal
 import ssl as _ssl
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -457,13 +457,20 @@ def run_app(
                     break
                 nursery.cancel_scope.cancel()
 
+    run_unwrapped(main)
+
+
+def run_unwrapped(main: Callable[[], Awaitable[object]]) -> None:
+    """``trio.run(main)``, with Ctrl-C ending it quietly and a lone error raised unwrapped.
+
+    Startup failures (e.g. the port is taken) come out of a nursery in an
+    exception group; like aiohttp's ``run_app``, raise the one error itself.
+    """
     try:
         trio.run(main)
     except KeyboardInterrupt:
         pass
     except BaseExceptionGroup as group:
-        # Startup failures (e.g. the port is taken) come out of the nursery in
-        # a group; raise the one error itself, as aiohttp's run_app does.
         leaves = _leaves(group)
         if len(leaves) == 1:
             if isinstance(leaves[0], KeyboardInterrupt):

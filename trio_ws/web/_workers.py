@@ -57,10 +57,10 @@ from typing import Any
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 from ._app import Application
-from ._serve import ServerLimits, _leaves, serve
+from ._serve import ServerLimits, run_unwrapped, serve
 
 __all__ = ["reuseport_available", "run_single", "run_workers"]
 
@@ -525,18 +525,7 @@ def run_single(
                         print(f"======== Running on {site.url} ========")
                         print("(Press CTRL+C to quit)")
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
-    except BaseExceptionGroup as group:
-        # As run_app: a startup failure (the port is taken) is raised alone, unwrapped.
-        leaves = _leaves(group)
-        if len(leaves) == 1:
-            if isinstance(leaves[0], KeyboardInterrupt):
-                return
-            raise leaves[0] from None
-        raise
+    run_unwrapped(main)
 
 
 def make_options(
