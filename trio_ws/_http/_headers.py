@@ -6,6 +6,65 @@ from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Headers"]
 
+# Header names and whole (name, value) pairs that most requests and responses
+# carry, decoded once per process: a parsed head then shares these strings and
+# tuples instead of allocating its own. Both tables are fixed: what a peer
+# sends never adds to them.
+_COMMON_NAMES = (
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Authorization",
+    "Cache-Control",
+    "Connection",
+    "Content-Length",
+    "Content-Type",
+    "Cookie",
+    "Date",
+    "Host",
+    "Origin",
+    "Pragma",
+    "Sec-WebSocket-Accept",
+    "Sec-WebSocket-Extensions",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Version",
+    "Server",
+    "Transfer-Encoding",
+    "Upgrade",
+    "User-Agent",
+)
+_NAMES: dict[bytes, str] = {}
+for _name in _COMMON_NAMES:
+    for _spelling in (_name, _name.lower()):
+        _NAMES[_spelling.encode("latin-1")] = _spelling
+_PAIRS: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+for _name, _value in (
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Connection", "upgrade"),
+    ("Connection", "keep-alive, Upgrade"),
+    ("Connection", "keep-alive"),
+    ("Connection", "close"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Accept", "*/*"),
+    ("Cache-Control", "no-cache"),
+    ("Pragma", "no-cache"),
+    ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ("Sec-WebSocket-Extensions", "permessage-deflate"),
+):
+    for _spelling in (_name, _name.lower()):
+        _PAIRS[(_spelling.encode("latin-1"), _value.encode("latin-1"))] = (_spelling, _value)
+del _name, _value, _spelling
+
+
+def _decode_pair(pair: tuple[bytes, bytes]) -> tuple[str, str]:
+    shared = _PAIRS.get(pair)
+    if shared is not None:
+        return shared
+    name, value = pair
+    return (_NAMES.get(name) or name.decode("latin-1"), value.decode("latin-1"))
+
 
 class Headers(Mapping[str, str]):
     """HTTP headers: case-insensitive lookup, repeated names kept in order.
@@ -28,7 +87,7 @@ class Headers(Mapping[str, str]):
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
         """Build from h11's ``(name, value)`` byte pairs (latin-1 decoded)."""
         headers = cls()
-        headers._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        headers._items = [_decode_pair(pair) for pair in raw]
         return headers
 
     def add(self, key: str, value: str) -> None:

@@ -5,7 +5,8 @@ trio stream with h11, enforcing a size limit on the request head, a cap on
 the number of headers, a deadline for the whole head (slowloris), an idle
 keep-alive timeout and a body size limit. It writes responses, and for a
 WebSocket upgrade it writes the 101 and hands back the bytes h11 had already
-read past the request, after which the stream belongs to the caller.
+read past the request, after which the stream belongs to the caller and the
+h11 state is dropped (an upgraded connection keeps nothing of its HTTP past).
 
 Bad input never raises anything but :class:`HTTPInputError` carrying the
 status to answer (400, 408, 413, 431, ...), so the caller can answer it and
@@ -27,6 +28,12 @@ __all__ = ["HTTPInputError", "RawRequest", "ServerHTTPConnection"]
 
 READ_SIZE = 64 * 1024
 
+# Method names decoded once, shared by every request that uses them.
+_METHODS = {
+    m.encode("ascii"): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+
 
 def _phrase(status: int) -> bytes:
     try:
@@ -44,7 +51,7 @@ class HTTPInputError(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class RawRequest:
     """A parsed request head."""
 
@@ -52,11 +59,20 @@ class RawRequest:
     target: str
     version: str
     headers: Headers
-    raw_headers: list[tuple[bytes, bytes]]
 
 
 class ServerHTTPConnection:
     """HTTP/1.1 request/response exchange over ``stream`` for a server."""
+
+    __slots__ = (
+        "_first",
+        "_h11",
+        "_head_timeout",
+        "_keepalive_timeout",
+        "_max_head_size",
+        "_max_headers",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -68,20 +84,30 @@ class ServerHTTPConnection:
         keepalive_timeout: float = 75.0,
     ) -> None:
         self.stream = stream
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        # None once switch_protocols() handed the stream to another protocol.
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max_head_size
+        )
         self._max_head_size = max_head_size
         self._max_headers = max_headers
         self._head_timeout = head_timeout
         self._keepalive_timeout = keepalive_timeout
         self._first = True
 
+    @property
+    def _conn(self) -> h11.Connection:
+        conn = self._h11
+        if conn is None:
+            raise RuntimeError("the connection switched protocols: HTTP is over")
+        return conn
+
     async def _read_into_h11(self) -> None:
         data = await self.stream.receive_some(READ_SIZE)
-        self._h11.receive_data(data)  # type: ignore[arg-type]
+        self._conn.receive_data(data)  # type: ignore[arg-type]
 
     def _next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
         try:
-            return self._h11.next_event()
+            return self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             raise HTTPInputError(exc.error_status_hint, str(exc)) from None
 
@@ -95,6 +121,8 @@ class ServerHTTPConnection:
         or with more than ``max_headers`` headers, 400 for malformed input.
         """
         conn = self._h11
+        if conn is None:
+            return None
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
         elif not self._first:
@@ -126,16 +154,15 @@ class ServerHTTPConnection:
             raise HTTPInputError(408, "request head not received in time")
         if len(event.headers) > self._max_headers:
             raise HTTPInputError(431, "too many headers")
-        raw = list(event.headers.raw_items())
+        raw = event.headers.raw_items()
         # h11 only bounds a head that arrives in pieces; bound complete ones too.
         if len(event.target) + sum(len(k) + len(v) + 4 for k, v in raw) > self._max_head_size:
             raise HTTPInputError(431, "request head too large")
         return RawRequest(
-            method=event.method.decode("ascii"),
+            method=_METHODS.get(event.method) or event.method.decode("ascii"),
             target=event.target.decode("ascii", "replace"),
-            version=event.http_version.decode("ascii"),
+            version="1.1" if event.http_version == b"1.1" else event.http_version.decode("ascii"),
             headers=Headers.from_raw(raw),
-            raw_headers=raw,
         )
 
     async def read_body(self, limit: int) -> bytes:
@@ -159,7 +186,7 @@ class ServerHTTPConnection:
 
     async def discard_body(self, limit: int) -> bool:
         """Skip an unread body so the connection can be reused; False if it cannot."""
-        if self._h11.their_state is h11.DONE:
+        if self._conn.their_state is h11.DONE:
             return True
         try:
             with trio.move_on_after(self._head_timeout) as scope:
@@ -184,12 +211,14 @@ class ServerHTTPConnection:
     @property
     def keep_alive(self) -> bool:
         """True when another request may follow on this connection."""
-        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        conn = self._h11
+        return conn is not None and conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     @property
     def can_respond(self) -> bool:
         """True while a response may still be started."""
-        return self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        conn = self._h11
+        return conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
 
     async def send_response(
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
@@ -197,15 +226,16 @@ class ServerHTTPConnection:
         """Write a complete response; ``close`` adds ``Connection: close``."""
         if close:
             headers = [*headers, ("Connection", "close")]
-        head = self._h11.send(
+        conn = self._conn
+        head = conn.send(
             h11.Response(
                 status_code=status,
                 headers=self._header_list(headers, len(body)),
                 reason=_phrase(status),
             )
         )
-        data = self._h11.send(h11.Data(data=body)) if body else b""
-        end = self._h11.send(h11.EndOfMessage())
+        data = conn.send(h11.Data(data=body)) if body else b""
+        end = conn.send(h11.EndOfMessage())
         await self.stream.send_all(b"".join((head or b"", data or b"", end or b"")))
 
     async def send_error(self, status: int, reason: str) -> None:
@@ -228,14 +258,20 @@ class ServerHTTPConnection:
     async def switch_protocols(self, headers: list[tuple[str, str]]) -> bytes:
         """Write ``101 Switching Protocols``; return bytes already read past the request.
 
-        After this, the stream carries the new protocol and h11 is done with it.
+        After this, the stream carries the new protocol: the h11 state (its
+        buffer, the request) is released, and the HTTP methods no longer apply
+        (``keep_alive`` and ``can_respond`` are False, ``next_request()``
+        returns None, the others raise ``RuntimeError``).
         """
-        data = self._h11.send(
+        conn = self._conn
+        data = conn.send(
             h11.InformationalResponse(
                 status_code=101,
                 headers=self._header_list(headers, None),
                 reason=b"Switching Protocols",
             )
         )
+        trailing = bytes(conn.trailing_data[0])
+        self._h11 = None
         await self.stream.send_all(data or b"")
-        return bytes(self._h11.trailing_data[0])
+        return trailing

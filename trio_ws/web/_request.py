@@ -28,7 +28,6 @@ class Request:
     def __init__(
         self, raw: RawRequest, app: Application, conn: _Connection, match_info: dict[str, str]
     ) -> None:
-        self._raw = raw
         self.app = app
         self._conn = conn
         self.match_info = match_info
@@ -37,10 +36,17 @@ class Request:
         self.raw_path = raw.target
         self.path = unquote(parts.path or "/")
         self.query_string = parts.query
-        self.query = Headers(parse_qsl(parts.query, keep_blank_values=True))
         self.headers = raw.headers
         self.version = raw.version
+        self._query: Headers | None = None  # parsed on first use
         self._body: bytes | None = None
+
+    @property
+    def query(self) -> Headers:
+        """The query string's parameters (repeated names kept, blank values kept)."""
+        if self._query is None:
+            self._query = Headers(parse_qsl(self.query_string, keep_blank_values=True))
+        return self._query
 
     @property
     def host(self) -> str:

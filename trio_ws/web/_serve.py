@@ -2,10 +2,14 @@
 
 Who owns which task:
 
-* :func:`serve` owns one task per accepted TCP connection, inside a scope it
-  shields from the caller's cancellation so that it can stop gracefully.
-* Each connection's task owns a nursery holding its handler's WebSocket tasks
-  (reader, writer, heartbeat) after ``prepare()``.
+* :func:`serve` owns one nursery, inside a scope it shields from the caller's
+  cancellation so that it can stop gracefully. It holds one task per accepted
+  TCP connection, and each WebSocket's tasks (reader, writer, heartbeat),
+  started by ``prepare()``. A WebSocket's tasks never outlive its connection's
+  task: when the handler returns or raises, the connection's task closes the
+  WebSocket and waits for them to end before it goes on. (One nursery rather
+  than one per connection: an idle connection's memory is what limits how
+  many a server holds.)
 
 Graceful shutdown (cancelling ``serve``, or Ctrl-C/SIGTERM in ``run_app``):
 stop accepting, run ``on_shutdown`` hooks, close idle keep-alive connections,
@@ -25,7 +29,6 @@ import logging
 import signal
 import ssl as _ssl
 import sys
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,7 +39,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from .._exceptions import ClientConnectionResetError
-from .._http._server import HTTPInputError, ServerHTTPConnection
+from .._http._server import HTTPInputError, RawRequest, ServerHTTPConnection
 from .._models import WSCloseCode
 from ._app import Application
 from ._request import Request
@@ -92,24 +95,34 @@ class Site:
 
 
 class _Connection:
-    """Per-connection context shared with :class:`Request` and ``prepare()``."""
+    """Per-connection context shared with :class:`Request` and ``prepare()``.
+
+    ``scope`` is set only while the connection waits for its next request
+    (idle): graceful shutdown cancels it to close idle keep-alive connections.
+    """
+
+    __slots__ = ("http", "peername", "scope", "secure", "server", "websocket")
 
     def __init__(
         self,
         server: _Server,
         http: ServerHTTPConnection,
-        nursery: trio.Nursery,
         secure: bool,
         peername: Any,
     ) -> None:
         self.server = server
         self.http = http
-        self.nursery = nursery
         self.secure = secure
         self.peername = peername
         self.websocket: WebSocketResponse | None = None
-        self.scope = trio.CancelScope()
-        self.idle = True
+        self.scope: trio.CancelScope | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where a WebSocket's tasks run: the server's connection nursery."""
+        nursery = self.server.nursery
+        assert nursery is not None
+        return nursery
 
 
 class _Server:
@@ -122,12 +135,20 @@ class _Server:
         self.app = app
         self.limits = limits
         self.ssl_context = ssl_context
-        self._websockets: weakref.WeakSet[WebSocketResponse] = weakref.WeakSet()
+        # The nursery that runs every connection's task and every WebSocket's tasks.
+        self.nursery: trio.Nursery | None = None
         self._connections: set[_Connection] = set()
         self._count = 0
         self.stopping = False
         self.all_done = trio.Event()
         self.all_done.set()
+
+    async def run(self, listeners: list[trio.SocketListener]) -> None:
+        """Accept on every listener; each connection is a task in one nursery."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for listener in listeners:
+                nursery.start_soon(self.accept_loop, listener, nursery)
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -142,37 +163,90 @@ class _Server:
             nursery.start_soon(self.handle_connection, stream)
 
     async def handle_connection(self, tcp: trio.SocketStream) -> None:
+        # Memory: this task lasts as long as its connection, and a WebSocket
+        # handler runs inside its frames, so the chain stays short: this
+        # function (the request loop), _call_handler, then the handler.
         self._count += 1
         if self.all_done.is_set():
             self.all_done = trio.Event()
         try:
-            limits = self.limits
-            if limits.max_connections is not None and self._count > limits.max_connections:
-                await self._reject_busy(tcp)
+            conn = await self._open(tcp)
+            if conn is None:
                 return
+            http = conn.http
+            self._connections.add(conn)
             try:
-                peername = tcp.socket.getpeername()
-            except OSError:
-                peername = None
-            stream: trio.abc.Stream = tcp
-            if self.ssl_context is not None:
-                ssl_stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
-                handshook = False
-                with trio.move_on_after(limits.tls_handshake_timeout):
+                while not self.stopping:
+                    raw: RawRequest | None = None
+                    conn.scope = trio.CancelScope()  # idle: shutdown may cancel it
+                    with conn.scope:
+                        try:
+                            raw = await http.next_request()
+                        except HTTPInputError as exc:
+                            await http.send_error(exc.status, exc.reason)
+                            return
+                    conn.scope = None
+                    if raw is None:
+                        return
+                    request = Request(raw, self.app, conn, {})
+                    del raw
+                    response: StreamResponse
                     try:
-                        await ssl_stream.do_handshake()
-                        handshook = True
-                    except _STREAM_ERRORS:
-                        pass
-                if not handshook:
-                    await trio.aclose_forcefully(tcp)
-                    return
-                stream = ssl_stream
-            await self._serve_stream(stream, peername)
+                        handler, request.match_info = self.app.router.resolve(
+                            request.method, request.path
+                        )
+                    except HTTPException as exc:
+                        response = exc
+                    else:
+                        response = await self._call_handler(conn, request, handler)
+                    if not await self._respond(conn, request, response):
+                        return
+                    if not await http.discard_body(self.app.client_max_size):
+                        return
+                    if not http.keep_alive:
+                        return
+            except _STREAM_ERRORS:
+                pass
+            finally:
+                self._connections.discard(conn)
+                await trio.aclose_forcefully(http.stream)
         finally:
             self._count -= 1
             if self._count == 0:
                 self.all_done.set()
+
+    async def _open(self, tcp: trio.SocketStream) -> _Connection | None:
+        """Admit a new connection and do its TLS handshake; None (closed) when refused."""
+        limits = self.limits
+        if limits.max_connections is not None and self._count > limits.max_connections:
+            await self._reject_busy(tcp)
+            return None
+        try:
+            peername = tcp.socket.getpeername()
+        except OSError:
+            peername = None
+        stream: trio.abc.Stream = tcp
+        if self.ssl_context is not None:
+            ssl_stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+            handshook = False
+            with trio.move_on_after(limits.tls_handshake_timeout):
+                try:
+                    await ssl_stream.do_handshake()
+                    handshook = True
+                except _STREAM_ERRORS:
+                    pass
+            if not handshook:
+                await trio.aclose_forcefully(tcp)
+                return None
+            stream = ssl_stream
+        http = ServerHTTPConnection(
+            stream,
+            max_head_size=limits.max_head_size,
+            max_headers=limits.max_headers,
+            head_timeout=limits.head_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+        )
+        return _Connection(self, http, self.ssl_context is not None, peername)
 
     async def _reject_busy(self, tcp: trio.SocketStream) -> None:
         http = ServerHTTPConnection(tcp, head_timeout=1.0, keepalive_timeout=1.0)
@@ -184,58 +258,8 @@ class _Server:
             await http.send_error(503, "Too many connections")
         await trio.aclose_forcefully(tcp)
 
-    async def _serve_stream(self, stream: trio.abc.Stream, peername: Any) -> None:
-        limits = self.limits
-        http = ServerHTTPConnection(
-            stream,
-            max_head_size=limits.max_head_size,
-            max_headers=limits.max_headers,
-            head_timeout=limits.head_timeout,
-            keepalive_timeout=limits.keepalive_timeout,
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                conn = _Connection(self, http, nursery, self.ssl_context is not None, peername)
-                self._connections.add(conn)
-                try:
-                    with conn.scope:
-                        await self._request_loop(conn)
-                finally:
-                    self._connections.discard(conn)
-        except _STREAM_ERRORS:
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    async def _request_loop(self, conn: _Connection) -> None:
-        http = conn.http
-        while not self.stopping:
-            conn.idle = True
-            try:
-                raw = await http.next_request()
-            except HTTPInputError as exc:
-                await http.send_error(exc.status, exc.reason)
-                return
-            if raw is None:
-                return
-            conn.idle = False
-            keep_going = await self._handle_request(conn, raw)
-            if not keep_going or conn.websocket is not None:
-                return
-            if not await http.discard_body(self.app.client_max_size) or not http.keep_alive:
-                return
-
-    async def _handle_request(self, conn: _Connection, raw: Any) -> bool:
-        """Run the handler for one request; False when the connection must end."""
-        http = conn.http
-        request = Request(raw, self.app, conn, {})
-        response: StreamResponse
-        try:
-            handler, request.match_info = self.app.router.resolve(request.method, request.path)
-        except HTTPException as exc:
-            response = exc
-        else:
-            response = await self._call_handler(conn, request, handler)
+    async def _respond(self, conn: _Connection, request: Request, response: StreamResponse) -> bool:
+        """Send a handler's (non-WebSocket) response; False when the connection must end."""
         if conn.websocket is not None:
             return False
         if response.prepared:
@@ -249,7 +273,7 @@ class _Server:
         if request.method == "HEAD" and isinstance(response, Response):
             headers.append(("Content-Length", str(len(response.body))))
         try:
-            await http.send_response(response.status, headers, body)
+            await conn.http.send_response(response.status, headers, body)
         except _STREAM_ERRORS:
             return False
         return not refused_upgrade
@@ -304,12 +328,15 @@ class _Server:
             await self.app._run_hooks(self.app.on_shutdown)
         except Exception:
             logger.exception("on_shutdown hook failed")
+        websockets = []
         for conn in list(self._connections):
-            if conn.idle and conn.websocket is None:
+            if conn.websocket is not None:
+                websockets.append(conn.websocket)
+            elif conn.scope is not None:  # idle between requests
                 conn.scope.cancel()
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
-                for ws in list(self._websockets):
+                for ws in websockets:
                     if not ws.closed:
                         nursery.start_soon(_going_away, ws)
             await self.all_done.wait()
@@ -359,9 +386,7 @@ async def serve(
 
             async def run_connections() -> None:
                 with shield:
-                    async with trio.open_nursery() as conns:
-                        for listener in listeners:
-                            conns.start_soon(server.accept_loop, listener, conns)
+                    await server.run(listeners)
 
             outer.start_soon(run_connections)
             task_status.started(

@@ -194,7 +194,6 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
             trailing_data=trailing,
         )
         conn.websocket = self
-        conn.server._websockets.add(self)
         return WebSocketReady(True, protocol)
 
     def __hash__(self) -> int:
