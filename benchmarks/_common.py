@@ -28,7 +28,14 @@ MAX_MSG_SIZE = 4 * 2**20
 SCENARIOS = ("rtt64", "pipe64", "big1m", "fanout", "handshake", "idle", "deflate")
 
 #: Implementations under test, in display order.  ``picows`` is the fixed fast peer.
-IMPLS = ("trio_ws", "trio_websocket", "websockets_trio", "websockets_asyncio", "aiohttp")
+IMPLS = (
+    "trio_ws",
+    "trio_ws_pure",
+    "trio_websocket",
+    "websockets_trio",
+    "websockets_asyncio",
+    "aiohttp",
+)
 FIXED_PEER = "picows"
 
 #: Implementations that cannot negotiate permessage-deflate.

@@ -43,6 +43,7 @@ NOISY = 0.3
 
 DISTRIBUTIONS = {
     "trio_ws": "trio_ws",
+    "trio_ws_pure": "trio_ws (no speedups)",
     "trio": "trio",
     "wsproto": "wsproto",
     "h11": "h11",
@@ -54,6 +55,7 @@ DISTRIBUTIONS = {
 
 IMPL_LABELS = {
     "trio_ws": "trio_ws",
+    "trio_ws_pure": "trio_ws (no speedups)",
     "trio_websocket": "trio-websocket",
     "websockets_trio": "websockets (trio)",
     "websockets_asyncio": "websockets (asyncio)",

@@ -24,6 +24,11 @@ nursery it owns. That starts one ``_run`` task holding, inside
 * the **writer** is the only caller of ``send_all``. Every frame (data, ping,
   pong, close) is appended to one outgoing buffer; the writer sends whatever
   has gathered in one write, so a burst of small messages costs one syscall.
+  One exception saves a task switch per round trip: the first ``send_*``
+  after ``receive()`` emptied the inbox (typically a reply) is written at
+  once from the caller's task with a non-blocking ``os.write`` when the
+  stream is a plain socket and nothing is queued or being written; whatever
+  the kernel does not take goes to the writer as usual.
 * the **heartbeat** (when ``heartbeat`` is set) pings after ``heartbeat``
   seconds without input and fails the connection with 1006 when nothing
   arrives within ``heartbeat / 2`` seconds more.
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -138,13 +144,17 @@ class WebSocketEngine:
         self._fast_receives = 0
         self._reader_paused = False  # stopped reading: the application is behind
 
-        self._out: list[bytes | bytearray] = []
+        self._out: list[bytes | bytearray | memoryview] = []
         self._out_size = 0  # queued plus in-flight bytes
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._drain_lot = trio.lowlevel.ParkingLot()
         self._want_shutdown = False
         self._pending_pong: bytes | None = None
         self._writing = False  # the writer is inside send_all
+        # The socket's file descriptor while open (-1: not a plain socket), and
+        # whether the next send may be written at once (see _send_message).
+        self._fd = -1
+        self._reply_credit = False
         self._go_away = False
         # A close to send when the application takes this message from the
         # inbox, so that messages queued before it can still be answered.
@@ -227,6 +237,8 @@ class WebSocketEngine:
     ) -> None:
         """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``."""
         self._stream = stream
+        if isinstance(stream, trio.SocketStream):
+            self._fd = stream.socket.fileno()
         self._deflate = extensions[0] if extensions else None
         self._driver = FrameDriver(
             client=self._client, extensions=list(extensions or []), max_size=self._max_msg_size
@@ -255,6 +267,7 @@ class WebSocketEngine:
                 await self._send_going_away()
         finally:
             self._closed = True
+            self._fd = -1
             self._reader_done = True
             if self._close_code is None:
                 self._close_code = WSCloseCode.ABNORMAL_CLOSURE
@@ -485,7 +498,7 @@ class WebSocketEngine:
 
     # ------------------------------------------------------------------ writer
 
-    def _write(self, data: bytes | bytearray) -> None:
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue frame bytes for the writer; never blocks."""
         self._out.append(data)
         self._out_size += len(data)
@@ -566,7 +579,23 @@ class WebSocketEngine:
             driver = self._check_open()
         if compress is not None and not compress and self._deflate is not None:
             self._deflate.skip_next = True
-        self._write(driver.encode(data))
+        frame = driver.encode(data)
+        if self._reply_credit:
+            # The first send after receive() emptied the inbox (a reply, most
+            # likely): write it now from this task if nothing is queued ahead
+            # of it, saving the hop to the writer. Later sends queue, so a
+            # burst still leaves in one write.
+            self._reply_credit = False
+            if self._fd >= 0 and not self._out and not self._writing:
+                try:
+                    sent = os.write(self._fd, frame)
+                except OSError:  # would block, or broken: the writer takes it
+                    sent = 0
+                if sent == len(frame):
+                    return
+                if sent:
+                    frame = memoryview(frame)[sent:]
+        self._write(frame)
 
     async def _send_control(
         self, pong: bool, message: bytes | bytearray | memoryview | str
@@ -760,6 +789,8 @@ class WebSocketEngine:
                     action()
                 elif len(inbox) <= self._max_queue // 4:
                     self._reader_lot.unpark()
+                    if not inbox:
+                        self._reply_credit = True
                 return msg
             if self._closing and not self._done.is_set():
                 return WS_CLOSED_MESSAGE if self._client else WS_CLOSING_MESSAGE

@@ -1,15 +1,23 @@
-"""The one module that drives wsproto: bytes in, messages out.
+"""The one module that parses and encodes WebSocket frames: bytes in, messages out.
 
-Theory of operation: :class:`FrameDriver` owns a :class:`wsproto.frame_protocol.
-FrameProtocol` (the frame state machine, UTF-8 validation and extensions) and
-turns the frames it yields into :class:`~trio_ws.WSMessage` values, joining
-fragments. It also encodes outgoing messages and control frames.
+Theory of operation: :class:`FrameDriver` parses frames itself (RFC 6455
+section 5: header with ``struct``, unmasking with ``bytes.translate``) and
+turns them into :class:`~trio_ws.WSMessage` values, joining fragments and
+validating UTF-8. wsproto supplies the rules' vocabulary (opcodes, close
+reasons) and permessage-deflate: when an extension was negotiated, every
+frame goes through its hooks in the order wsproto's own decoder calls them.
+wsproto's decoder copied every payload about ten times through its buffer,
+masker and extension chain; this one copies a payload once from the read,
+twice when it must be unmasked.
 
 Invariants:
 * A data message never holds more than ``max_size`` bytes in memory: the
   declared length of an uncompressed frame is checked against the running
-  total *before* its payload is read, and inflated bytes are bounded by
+  total *before* its payload is buffered, and inflated bytes are bounded by
   :class:`~trio_ws._protocol._deflate.BoundedDeflate`.
+* An uncompressed BINARY frame is buffered whole (its length was checked),
+  then unmasked in one pass. TEXT and compressed frames are processed as
+  their bytes arrive, so invalid UTF-8 or a bad deflate stream fails fast.
 * :meth:`FrameDriver.feed` appends every message that came before a protocol
   error to its output list before it raises, so nothing valid is lost.
 * After an error or a received close frame the driver parses nothing more.
@@ -19,90 +27,43 @@ Never: touch sockets, trio or clocks; block; copy a payload it does not need to.
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import (
+    LOCAL_ONLY_CLOSE_REASONS,
+    MAX_CLOSE_REASON,
+    MAX_PROTOCOL_CLOSE_REASON,
+    MIN_CLOSE_REASON,
     CloseReason,
-    FrameDecoder,
     FrameProtocol,
     Opcode,
-    ParseFailed,
     RsvBits,
 )
 
 from .._exceptions import WebSocketError
 from .._models import WSMessage, WSMsgType
+from ._mask import mask, masked_frame
 
 __all__ = ["FrameDriver"]
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
-_OP_TEXT = Opcode.TEXT
-_OP_BINARY = Opcode.BINARY
-_OP_CONT = Opcode.CONTINUATION
-_OP_CLOSE = Opcode.CLOSE
-_OP_PING = Opcode.PING
-_OP_PONG = Opcode.PONG
+_PING = WSMsgType.PING
+_PONG = WSMsgType.PONG
+_CLOSE = WSMsgType.CLOSE
 
-
-class _SizeGuard(Extension):
-    """Rejects a message past ``max_size`` before its payload is buffered.
-
-    It sits after permessage-deflate in the chain, so it counts inflated bytes.
-    It is never negotiated: it only uses wsproto's extension hooks.
-    """
-
-    name = "trio-ws-size-guard"
-
-    def __init__(self, max_size: int, deflate: Extension | None) -> None:
-        self.max_size = max_size
-        self._deflate = deflate
-        self._total = 0
-        self._compressed = False
-        self._counting = False
-
-    def enabled(self) -> bool:
-        return True
-
-    def offer(self) -> bool | str:  # pragma: no cover - never negotiated
-        return False
-
-    def frame_inbound_header(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        payload_length: int,
-    ) -> CloseReason | RsvBits:
-        if opcode is _OP_TEXT or opcode is _OP_BINARY:
-            self._total = 0
-            self._compressed = self._deflate is not None and rsv.rsv1
-        # Control frames (at most 125 bytes) may sit between fragments: never counted.
-        self._counting = not opcode.iscontrol()
-        if (
-            self._counting
-            and not self._compressed
-            and self._total + payload_length > self.max_size
-        ):
-            return CloseReason.MESSAGE_TOO_BIG
-        return RsvBits(False, False, False)
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        if not self._counting:
-            return data
-        self._total += len(data)
-        if self._total > self.max_size:
-            return CloseReason.MESSAGE_TOO_BIG
-        return data
-
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        return None
+_PROTOCOL_ERROR = 1002
+_INVALID_DATA = 1007
+_TOO_BIG = 1009
+_KNOWN_CODES = frozenset(int(c) for c in CloseReason)
+_LOCAL_ONLY = frozenset(int(c) for c in LOCAL_ONLY_CLOSE_REASONS)
+_VALID_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+_unpack_u16 = struct.Struct("!H").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
+_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class FrameDriver:
@@ -113,22 +74,52 @@ class FrameDriver:
     cap).
     """
 
-    __slots__ = ("_parts", "_proto", "_tx", "client", "closed", "max_size")
+    __slots__ = (
+        "_buf",
+        "_compressed",
+        "_exts",
+        "_fin",
+        "_key",
+        "_left",
+        "_msg_op",
+        "_need",
+        "_parts",
+        "_seen",
+        "_total",
+        "_tx",
+        "_utf8",
+        "client",
+        "closed",
+        "max_size",
+    )
 
     def __init__(
         self, *, client: bool, extensions: list[Extension] | None = None, max_size: int = 0
     ) -> None:
-        exts: list[Extension] = list(extensions or [])
-        self.max_size = max_size
-        # Outgoing frames go through wsproto only when an extension must
-        # transform them; the reading side also gets the size guard.
-        self._tx = FrameProtocol(client, list(exts)) if exts else None
-        if max_size:
-            exts.append(_SizeGuard(max_size, exts[0] if exts else None))
+        exts = [ext for ext in extensions or [] if ext.enabled()]
         self.client = client
-        self._proto = FrameProtocol(client, exts)
-        self._parts: list[str | bytes] = []
+        self.max_size = max_size
         self.closed = False
+        # Outgoing frames go through wsproto only when an extension must
+        # transform them.
+        self._tx = FrameProtocol(client, list(exts)) if exts else None
+        self._exts = exts
+        self._buf = bytearray()  # unparsed bytes, from a frame's first byte
+        self._need = 0  # do not parse again before the buffer holds this many bytes
+        # The frame being streamed (TEXT or compressed): payload bytes still
+        # to come (-1: none), its FIN bit, mask key, bytes of it seen so far.
+        self._left = -1
+        self._fin = False
+        self._key: bytes | None = None
+        self._seen = 0
+        # The message being assembled: opcode (0: none), parts, size so far.
+        self._msg_op = 0
+        self._parts: list[str | bytes] = []
+        self._total = 0
+        self._compressed = False
+        self._utf8: codecs.IncrementalDecoder | None = None
+
+    # ------------------------------------------------------------- inbound
 
     def feed(self, data: bytes | bytearray, out: list[WSMessage]) -> None:
         """Parse ``data`` and append every complete message and control frame to ``out``.
@@ -140,50 +131,235 @@ class FrameDriver:
         """
         if self.closed:
             return
-        proto = self._proto
-        proto.receive_bytes(data)  # type: ignore[arg-type]
-        parts = self._parts
-        append = out.append
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return
+            data = buf
+            self._buf = bytearray()
         try:
-            for frame in proto.received_frames():
-                opcode = frame.opcode
-                if opcode is _OP_TEXT or opcode is _OP_BINARY:
-                    if frame.message_finished and not parts:
-                        # Hot path: one frame, one message, no join.
-                        append(
-                            WSMessage(_TEXT if opcode is _OP_TEXT else _BINARY, frame.payload, "")
-                        )
-                        continue
-                    parts.append(frame.payload)  # type: ignore[arg-type]
-                    if frame.message_finished:
-                        append(self._join(opcode))
-                elif opcode is _OP_PING:
-                    append(WSMessage(WSMsgType.PING, frame.payload, ""))
-                elif opcode is _OP_PONG:
-                    append(WSMessage(WSMsgType.PONG, frame.payload, ""))
-                elif opcode is _OP_CLOSE:
-                    code, reason = frame.payload  # type: ignore[str-unpack]
-                    self.closed = True
-                    append(
-                        WSMessage(
-                            WSMsgType.CLOSE,
-                            0 if code == CloseReason.NO_STATUS_RCVD else int(code),
-                            reason,
-                        )
-                    )
-                    return
-        except ParseFailed as exc:
+            pos = self._parse(data, out)
+        except WebSocketError:
             self.closed = True
-            raise WebSocketError(int(exc.code), _describe(exc, self.max_size)) from None
+            raise
+        if pos < len(data) and not self.closed:
+            self._buf = bytearray(memoryview(data)[pos:])
 
-    def _join(self, opcode: Opcode) -> WSMessage:
+    def _parse(self, data: bytes | bytearray, out: list[WSMessage]) -> int:
+        """Parse frames from ``data``; return the offset of the first unparsed byte."""
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
+        append = out.append
+        client = self.client
+        max_size = self.max_size
+        exts = self._exts
+        self._need = 0
+        while True:
+            if self._left >= 0:
+                # Streaming the payload of a TEXT or compressed frame.
+                take = min(self._left, end - pos)
+                if take or not self._left:
+                    chunk = bytes(view[pos : pos + take])
+                    pos += take
+                    self._left -= take
+                    key = self._key
+                    if key is not None:
+                        shift = self._seen & 3
+                        chunk = mask(key[shift:] + key[:shift], chunk)
+                    self._seen += take
+                    self._payload(chunk, out)
+                if self._left >= 0:
+                    return pos
+                continue
+            if end - pos < 2:
+                self._need = 2
+                return pos
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            length = b1 & 0x7F
+            if opcode not in _VALID_OPCODES:
+                raise WebSocketError(_PROTOCOL_ERROR, f"Invalid opcode {opcode:#x}")
+            if opcode & 0x8:
+                if not fin:
+                    raise WebSocketError(
+                        _PROTOCOL_ERROR, "Invalid attempt to fragment control frame"
+                    )
+                if length > 125:
+                    raise WebSocketError(_PROTOCOL_ERROR, "Control frame with payload len > 125")
+            extra = 2 if length == 126 else 8 if length == 127 else 0
+            if end - pos < 2 + extra:
+                self._need = 2 + extra
+                return pos
+            if length == 126:
+                (length,) = _unpack_u16(data, pos + 2)
+                if length <= 125:
+                    raise WebSocketError(
+                        _PROTOCOL_ERROR, "Payload length used 2 bytes when 1 would have sufficed"
+                    )
+            elif length == 127:
+                (length,) = _unpack_u64(data, pos + 2)
+                if length <= 0xFFFF:
+                    raise WebSocketError(
+                        _PROTOCOL_ERROR, "Payload length used 8 bytes when 2 would have sufficed"
+                    )
+                if length >> 63:
+                    raise WebSocketError(_PROTOCOL_ERROR, "8-byte payload length with non-zero MSB")
+            rsv = b0 & 0x70
+            if exts:
+                self._ext_header(opcode, rsv, length)
+            elif rsv:
+                raise WebSocketError(_PROTOCOL_ERROR, "Reserved bit set unexpectedly")
+            masked = b1 & 0x80
+            if masked:
+                if client:
+                    raise WebSocketError(_PROTOCOL_ERROR, "client received unexpected masked frame")
+            elif not client:
+                raise WebSocketError(_PROTOCOL_ERROR, "server received unexpected unmasked frame")
+            head = 2 + extra + (4 if masked else 0)
+            if end - pos < head:
+                self._need = head
+                return pos
+            start = pos + head
+            stop = start + length
+            if opcode & 0x8:
+                if end < stop:
+                    self._need = stop - pos
+                    return pos
+                if masked:
+                    payload = mask(bytes(view[start - 4 : start]), view[start:stop])
+                else:
+                    payload = bytes(view[start:stop])
+                pos = stop
+                if opcode == 0x9:
+                    append(WSMessage(_PING, payload, ""))
+                elif opcode == 0xA:
+                    append(WSMessage(_PONG, payload, ""))
+                else:
+                    self.closed = True
+                    append(_parse_close(payload))
+                    return pos
+                continue
+            # A data frame.
+            if opcode:
+                if self._msg_op:
+                    raise WebSocketError(
+                        _PROTOCOL_ERROR, f"expected CONTINUATION, got {Opcode(opcode)!r}"
+                    )
+                total = 0
+                # RSV1 on a message's first frame (accepted by the deflate
+                # extension above) marks the whole message compressed.
+                compressed = bool(rsv & 0x40)
+            elif not self._msg_op:
+                raise WebSocketError(_PROTOCOL_ERROR, "unexpected CONTINUATION")
+            else:
+                total = self._total
+                compressed = self._compressed
+            if max_size and not compressed and total + length > max_size:
+                raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
+            if not compressed and (opcode or self._msg_op) == 0x2 and end < stop:
+                # Uncompressed binary: wait for the whole frame (its size was checked).
+                self._need = stop - pos
+                return pos
+            if fin and opcode and not exts and end >= stop:
+                # Hot path: a whole one-frame message.
+                if masked:
+                    payload = mask(bytes(view[start - 4 : start]), view[start:stop])
+                else:
+                    payload = bytes(view[start:stop])
+                pos = stop
+                if opcode == 0x1:
+                    try:
+                        append(WSMessage(_TEXT, payload.decode(), ""))
+                    except UnicodeDecodeError as exc:
+                        raise WebSocketError(_INVALID_DATA, str(exc)) from None
+                else:
+                    append(WSMessage(_BINARY, payload, ""))
+                continue
+            # General path: stream this frame through _payload().
+            if opcode:
+                self._msg_op = opcode
+                self._total = 0
+                self._compressed = compressed
+                self._utf8 = _new_utf8_decoder() if opcode == 0x1 else None
+            self._fin = bool(fin)
+            self._key = bytes(view[start - 4 : start]) if masked else None
+            self._seen = 0
+            self._left = length
+            pos = start
+
+    def _ext_header(self, opcode: int, rsv: int, length: int) -> None:
+        """Run the extensions' header hooks and check the RSV bits, as wsproto does."""
+        op = Opcode(opcode)
+        bits = RsvBits(bool(rsv & 0x40), bool(rsv & 0x20), bool(rsv & 0x10))
+        used = [False, False, False]
+        for ext in self._exts:
+            result = ext.frame_inbound_header(self, op, bits, length)  # type: ignore[arg-type]
+            if isinstance(result, CloseReason):
+                raise WebSocketError(int(result), "error in extension")
+            for i, flag in enumerate(result):
+                if flag:
+                    used[i] = True
+        for expected, found in zip(used, bits, strict=True):
+            if found and not expected:
+                raise WebSocketError(_PROTOCOL_ERROR, "Reserved bit set unexpectedly")
+
+    def _payload(self, chunk: bytes, out: list[WSMessage]) -> None:
+        """Take the next (unmasked) piece of a streamed frame's payload."""
+        done = self._left == 0
+        if self._exts:
+            for ext in self._exts:
+                result = ext.frame_inbound_payload_data(self, chunk)  # type: ignore[arg-type]
+                if isinstance(result, CloseReason):
+                    raise self._ext_error(result)
+                chunk = result
+            if done:
+                for ext in self._exts:
+                    tail = ext.frame_inbound_complete(self, self._fin)  # type: ignore[arg-type]
+                    if isinstance(tail, CloseReason):
+                        raise self._ext_error(tail)
+                    if tail:
+                        chunk += tail
+        self._total += len(chunk)
+        if self.max_size and self._total > self.max_size:
+            raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {self.max_size}")
+        last = done and self._fin
+        if self._utf8 is not None:
+            try:
+                text = self._utf8.decode(chunk, last)
+            except UnicodeDecodeError as exc:
+                raise WebSocketError(_INVALID_DATA, str(exc)) from None
+            if text:
+                self._parts.append(text)
+        elif chunk:
+            self._parts.append(chunk)
+        if done:
+            self._left = -1
+            if last:
+                out.append(self._join())
+
+    def _ext_error(self, reason: CloseReason) -> WebSocketError:
+        if reason == CloseReason.MESSAGE_TOO_BIG:
+            return WebSocketError(_TOO_BIG, f"Message size exceeds limit {self.max_size}")
+        if reason == CloseReason.INVALID_FRAME_PAYLOAD_DATA:
+            return WebSocketError(_INVALID_DATA, "Invalid compressed data")
+        return WebSocketError(int(reason), "error in extension")
+
+    def _join(self) -> WSMessage:
         parts = self._parts
-        if opcode is _OP_TEXT:
+        if self._msg_op == 0x1:
             msg = WSMessage(_TEXT, "".join(parts), "")  # type: ignore[arg-type]
         else:
             msg = WSMessage(_BINARY, b"".join(parts), "")  # type: ignore[arg-type]
-        parts.clear()
+        self._parts = []
+        self._msg_op = 0
+        self._utf8 = None
         return msg
+
+    # ------------------------------------------------------------ outbound
 
     def encode(self, data: str | bytes | bytearray | memoryview) -> bytes | bytearray:
         """The frame bytes for one complete TEXT (``str``) or BINARY message."""
@@ -193,15 +369,15 @@ class FrameDriver:
             return self._frame(0x81, data.encode())
         return self._frame(0x82, data)
 
-    def encode_ping(self, payload: bytes) -> bytes:
+    def encode_ping(self, payload: bytes) -> bytes | bytearray:
         """The frame bytes for a PING; raises ValueError past 125 bytes."""
         return self._frame(0x89, _control_payload(payload))
 
-    def encode_pong(self, payload: bytes) -> bytes:
+    def encode_pong(self, payload: bytes) -> bytes | bytearray:
         """The frame bytes for a PONG; raises ValueError past 125 bytes."""
         return self._frame(0x8A, _control_payload(payload))
 
-    def encode_close(self, code: int | None, reason: str) -> bytes:
+    def encode_close(self, code: int | None, reason: str) -> bytes | bytearray:
         """The frame bytes for a CLOSE; ``code`` None sends an empty payload.
 
         The reason is cut to fit the 125-byte control frame at a character
@@ -214,7 +390,7 @@ class FrameDriver:
             raw = raw[:123].decode(errors="ignore").encode()
         return self._frame(0x88, _pack_code(code) + raw)
 
-    def _frame(self, first: int, payload: bytes | bytearray | memoryview) -> bytes:
+    def _frame(self, first: int, payload: bytes | bytearray | memoryview) -> bytes | bytearray:
         # Our own header writer: wsproto's copies the payload three times; this
         # copies it once (twice when a client masks it).
         n = len(payload)
@@ -226,7 +402,7 @@ class FrameDriver:
             else:
                 header = _pack_large(first, 0xFF, n)
             key = os.urandom(4)
-            return header + key + _mask(key, payload)
+            return masked_frame(header, key, payload)
         if n < 126:
             return _pack_small(first, n) + payload
         if n < 65536:
@@ -247,29 +423,26 @@ def _control_payload(payload: bytes | bytearray | memoryview) -> bytes:
     return payload
 
 
-_XOR_TABLES = [bytes(i ^ k for i in range(256)) for k in range(256)]
+def _parse_close(payload: bytes) -> WSMessage:
+    """The CLOSE message for a close frame's payload (code 0 when it had none).
 
-
-def _mask(key: bytes, payload: bytes | bytearray | memoryview) -> bytes:
-    n = len(payload)
-    if not n:
-        return b""
-    if n < 1024:
-        # XOR as one big integer: runs in C, cheapest for small payloads.
-        keys = (key * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
-            n, "little"
-        )
-    # Large payloads: one translate() per key byte over a stride-4 slice.
-    out = bytearray(payload)
-    for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR_TABLES[key[i]])
-    return bytes(out)
-
-
-def _describe(exc: ParseFailed, max_size: int) -> str:
-    if exc.code == CloseReason.MESSAGE_TOO_BIG:
-        return f"Message size exceeds limit {max_size}"
-    if exc.code == CloseReason.INVALID_FRAME_PAYLOAD_DATA and "extension" in str(exc):
-        return "Invalid compressed data"
-    return str(exc)
+    Raises :class:`WebSocketError` for a 1-byte payload, a code outside
+    1000-4999, a local-only or unassigned reserved code (1002), and a reason
+    that is not UTF-8 (1007), as RFC 6455 section 7.4 asks.
+    """
+    if not payload:
+        return WSMessage(_CLOSE, 0, "")
+    if len(payload) == 1:
+        raise WebSocketError(_PROTOCOL_ERROR, "CLOSE with 1 byte payload")
+    (code,) = _unpack_u16(payload)
+    if code < MIN_CLOSE_REASON or code > MAX_CLOSE_REASON:
+        raise WebSocketError(_PROTOCOL_ERROR, "CLOSE with invalid code")
+    if code in _LOCAL_ONLY:
+        raise WebSocketError(_PROTOCOL_ERROR, "remote CLOSE with local-only reason")
+    if code <= MAX_PROTOCOL_CLOSE_REASON and code not in _KNOWN_CODES:
+        raise WebSocketError(_PROTOCOL_ERROR, "CLOSE with unknown reserved code")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError as exc:
+        raise WebSocketError(_INVALID_DATA, "Error decoding CLOSE reason: " + str(exc)) from None
+    return WSMessage(_CLOSE, code, reason)
