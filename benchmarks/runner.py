@@ -43,7 +43,7 @@ NOISY = 0.3
 
 DISTRIBUTIONS = {
     "trio_ws": "trio_ws",
-    "trio_ws_pure": "trio_ws (no speedups)",
+    "numpy (trio_ws speedups)": "numpy",
     "trio": "trio",
     "wsproto": "wsproto",
     "h11": "h11",
@@ -219,6 +219,7 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
 
 SERVER_CHECKS = {
     "trio_ws": "import trio_ws.web; trio_ws.web.serve; trio_ws.web.WebSocketResponse",
+    "trio_ws_pure": "import trio_ws.web; trio_ws.web.serve; trio_ws.web.WebSocketResponse",
     "trio_websocket": "import trio_websocket",
     "websockets_trio": "import websockets.trio.server",
     "websockets_asyncio": "import websockets.asyncio.server",
@@ -227,6 +228,7 @@ SERVER_CHECKS = {
 }
 CLIENT_CHECKS = {
     "trio_ws": "import trio_ws; trio_ws.ClientSession",
+    "trio_ws_pure": "import trio_ws; trio_ws.ClientSession",
     "trio_websocket": "import trio_websocket",
     "websockets_trio": "import websockets.trio.client",
     "websockets_asyncio": "import websockets.asyncio.client",

@@ -235,7 +235,7 @@ def test_messages_before_an_error_are_kept() -> None:
 # ------------------------------------------------------ beyond the reference
 
 
-def test_binary_frame_is_buffered_whole_and_arrives_once() -> None:
+def test_large_binary_frame_arrives_once_complete() -> None:
     payload = os.urandom(1 << 20)
     data = frame(0x2, payload)
     driver = FrameDriver(client=False, max_size=1 << 21)

@@ -15,9 +15,10 @@ Invariants:
   declared length of an uncompressed frame is checked against the running
   total *before* its payload is buffered, and inflated bytes are bounded by
   :class:`~trio_ws._protocol._deflate.BoundedDeflate`.
-* An uncompressed BINARY frame is buffered whole (its length was checked),
-  then unmasked in one pass. TEXT and compressed frames are processed as
-  their bytes arrive, so invalid UTF-8 or a bad deflate stream fails fast.
+* A frame that is whole in the buffer becomes a message with one copy (plus
+  one unmasking pass). A frame that arrives in pieces is processed as its
+  bytes arrive (unmasked, inflated, UTF-8 checked), so invalid UTF-8 or a bad
+  deflate stream fails fast, and its pieces are joined once at the end.
 * :meth:`FrameDriver.feed` appends every message that came before a protocol
   error to its output list before it raises, so nothing valid is lost.
 * After an error or a received close frame the driver parses nothing more.
@@ -158,16 +159,19 @@ class FrameDriver:
         self._need = 0
         while True:
             if self._left >= 0:
-                # Streaming the payload of a TEXT or compressed frame.
+                # Streaming the payload of a frame that arrives in pieces.
                 take = min(self._left, end - pos)
                 if take or not self._left:
-                    chunk = bytes(view[pos : pos + take])
-                    pos += take
-                    self._left -= take
                     key = self._key
                     if key is not None:
                         shift = self._seen & 3
-                        chunk = mask(key[shift:] + key[:shift], chunk)
+                        chunk = mask(key[shift:] + key[:shift], view[pos : pos + take])
+                    elif take == end and type(data) is bytes:
+                        chunk = data  # the whole read is payload: no copy
+                    else:
+                        chunk = bytes(view[pos : pos + take])
+                    pos += take
+                    self._left -= take
                     self._seen += take
                     self._payload(chunk, out)
                 if self._left >= 0:
@@ -260,10 +264,6 @@ class FrameDriver:
                 compressed = self._compressed
             if max_size and not compressed and total + length > max_size:
                 raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
-            if not compressed and (opcode or self._msg_op) == 0x2 and end < stop:
-                # Uncompressed binary: wait for the whole frame (its size was checked).
-                self._need = stop - pos
-                return pos
             if fin and opcode and not exts and end >= stop:
                 # Hot path: a whole one-frame message.
                 if masked:
