@@ -596,7 +596,11 @@ class WebSocketEngine:
             data = out[0] if len(out) == 1 else b"".join(out)
             self._writing = True
             try:
-                await stream.send_all(data)
+                # A plain socket takes most writes whole: write without the
+                # yield that trio's send_all makes after an immediate send.
+                sent = _try_write(self._fd, data)
+                if sent < len(data):
+                    await stream.send_all(memoryview(data)[sent:] if sent else data)
             except _STREAM_ERRORS as exc:
                 self._out.clear()
                 self._out_size = 0
@@ -665,10 +669,7 @@ class WebSocketEngine:
             # burst still leaves in one write.
             self._reply_credit = False
             if self._fd >= 0 and not self._out and not self._writing:
-                try:
-                    sent = os.write(self._fd, frame)
-                except OSError:  # would block, or broken: the writer takes it
-                    sent = 0
+                sent = _try_write(self._fd, frame)
                 if sent == len(frame):
                     return
                 if sent:
@@ -923,6 +924,20 @@ class WebSocketEngine:
         if msg.type in _STOP_TYPES:
             raise StopAsyncIteration
         return msg
+
+
+def _try_write(fd: int, data: bytes | bytearray | memoryview) -> int:
+    """Write what a non-blocking socket takes now; 0 if it would block or broke.
+
+    A broken connection is left for ``send_all`` to report. ``fd`` -1 (not a
+    plain socket, or closed) writes nothing.
+    """
+    if fd < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 def _is_cancellation(exc: BaseException | None) -> bool:

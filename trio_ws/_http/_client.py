@@ -12,6 +12,7 @@ Never: parse WebSocket frames, or leave a stream open on failure.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl as _ssl
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ class UpgradeResponse:
 
 async def _tcp(host: str, port: int) -> trio.SocketStream:
     try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    try:
+        if address is not None:
+            # An IP literal: one connect, without open_tcp_stream's resolver
+            # and happy-eyeballs nursery (a third of a local handshake's CPU).
+            return await _connect_literal(host, port, address.version)
         return await trio.open_tcp_stream(host, port)
     except socket.gaierror as exc:
         raise ClientConnectorDNSError(
@@ -55,6 +64,17 @@ async def _tcp(host: str, port: int) -> trio.SocketStream:
         ) from exc
     except OSError as exc:
         raise ClientConnectorError(f"Cannot connect to host {host}:{port}: {exc}") from exc
+
+
+async def _connect_literal(host: str, port: int, version: int) -> trio.SocketStream:
+    family = trio.socket.AF_INET6 if version == 6 else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 async def _tls(
@@ -80,8 +100,7 @@ async def _exchange(
     """Send ``request``; return the response head, a bounded body and trailing bytes."""
     conn = h11.Connection(h11.CLIENT)
     try:
-        await stream.send_all(conn.send(request) or b"")
-        await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+        await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
         head: h11.Response | h11.InformationalResponse | None = None
         body: list[bytes] = []
         size = 0
