@@ -444,9 +444,26 @@ class WebSocketEngine:
     async def _reader(self) -> None:
         stream = self._stream
         assert stream is not None
+        fd = self._fd
+        drained = True
         while not self._reader_done:
             try:
-                data = await stream.receive_some(READ_SIZE)
+                if fd < 0:
+                    data = await stream.receive_some(READ_SIZE)
+                else:
+                    # A plain socket: after a short read the socket is empty,
+                    # so wait for input first instead of trying a read that
+                    # fails; after a full read, only give others a turn.
+                    if drained:
+                        await trio.lowlevel.wait_readable(fd)
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    try:
+                        data = os.read(fd, READ_SIZE)
+                    except BlockingIOError:
+                        drained = True
+                        continue
+                    drained = len(data) < READ_SIZE
             except _STREAM_ERRORS as exc:
                 self._on_lost(exc)
                 return
