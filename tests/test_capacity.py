@@ -52,6 +52,11 @@ async def test_max_connections_answers_503_before_upgrade(max_connections: int |
     ):
         url = f"ws://{HOST}:{site.port}/ws"
         held = [await session.ws_connect(url) for _ in range(held_count)]
+        # A client's handshake can finish before the server's handler goes on
+        # from prepare(): wait for each server side to register.
+        with trio.fail_after(5):
+            for _ in range(held_count):
+                await echo.opened.receive()
         assert len(echo.sockets) == held_count
         if max_connections is None:
             assert await echo_roundtrip(site.port, 2, "/ws") < 1
