@@ -1290,6 +1290,38 @@ async def test_abrupt_reset_leaves_no_task_and_no_fd(where: str) -> None:
         assert await echo_roundtrip(site.port, 1) < 1
 
 
+async def test_reset_while_the_server_discards_an_unread_body() -> None:
+    """A client that resets while the server skips the body a handler did not read.
+
+    The server answers, then reads the rest of the body to reach the next
+    keep-alive request; an RST then must end that connection only (it once
+    escaped as an exception group and ended serve()).
+    """
+    echo = make_echo()
+    app = echo.app()
+    app.router.add_post("/", hello)
+    async with running(app) as site:
+        assert await echo_roundtrip(site.port, 1) < 1
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        tasks_before, fds_before = task_count(), fd_count()
+        stream = await trio.open_tcp_stream(HOST, site.port)
+        await stream.send_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
+        )
+        with trio.fail_after(5):
+            status, _, body = await read_response(stream)
+        assert (status, body) == (200, b"hi")
+        await stream.send_all(b"x" * 1000)
+        await trio.testing.wait_all_tasks_blocked(0.05)  # the server waits for more body
+        reset_socket(stream)
+        await stream.aclose()
+        await until(lambda: fd_count() <= fds_before)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert task_count() == tasks_before
+        assert await get_ok(site.port) < 1
+        assert await echo_roundtrip(site.port, 1) < 1
+
+
 async def test_client_side_reset_mid_frame_ends_client_tasks() -> None:
     async def reset_mid_frame(stream: trio.SocketStream) -> None:
         await stream.send_all(frame(OP_BINARY, b"y" * 1000, mask=False)[:500])
