@@ -83,6 +83,7 @@ DEFAULT_MAX_MSG_SIZE: Final = 4 * 1024 * 1024
 DEFAULT_MAX_QUEUE: Final = 64
 DEFAULT_WRITE_LIMIT: Final = 64 * 1024
 READ_SIZE: Final = 64 * 1024
+BIG_READ_SIZE: Final = 4 * 1024 * 1024  # the most read at once for a large frame
 _YIELD_EVERY: Final = 32  # receive() yields at least once per this many queued messages
 _CLOSED_ACCESS_LIMIT: Final = 5  # the server's RuntimeError after closed, as aiohttp
 
@@ -322,6 +323,7 @@ class WebSocketEngine:
         )
         self._protocol = protocol
         self._last_rx = trio.current_time()
+        self._reply_credit = True  # the first send after the handshake
         if trailing_data:
             self._on_data(trailing_data)
         nursery.start_soon(self._run)
@@ -445,6 +447,8 @@ class WebSocketEngine:
         stream = self._stream
         assert stream is not None
         fd = self._fd
+        driver = self._driver
+        assert driver is not None
         drained = True
         while not self._reader_done:
             try:
@@ -458,12 +462,16 @@ class WebSocketEngine:
                         await trio.lowlevel.wait_readable(fd)
                     else:
                         await trio.lowlevel.checkpoint()
+                    # The rest of a large frame is read in one call when the
+                    # kernel has it: fewer reads, and no join of 64 KiB pieces.
+                    due = driver.payload_due
+                    size = READ_SIZE if due <= READ_SIZE else min(due, BIG_READ_SIZE)
                     try:
-                        data = os.read(fd, READ_SIZE)
+                        data = os.read(fd, size)
                     except BlockingIOError:
                         drained = True
                         continue
-                    drained = len(data) < READ_SIZE
+                    drained = len(data) < size
             except _STREAM_ERRORS as exc:
                 self._on_lost(exc)
                 return
@@ -678,19 +686,26 @@ class WebSocketEngine:
             driver = self._check_open()
         if compress is not None and not compress and self._deflate is not None:
             self._deflate.skip_next = True
-        frame: bytes | bytearray | memoryview = driver.encode(data)
+        frame = driver.encode(data)
         if self._reply_credit:
             # The first send after receive() emptied the inbox (a reply, most
-            # likely): write it now from this task if nothing is queued ahead
-            # of it, saving the hop to the writer. Later sends queue, so a
-            # burst still leaves in one write.
+            # likely) or after the handshake: write it now from this task,
+            # saving the hop to the writer. Later sends queue, so a burst
+            # still leaves in one write.
             self._reply_credit = False
-            if self._fd >= 0 and not self._out and not self._writing:
-                sent = _try_write(self._fd, frame)
-                if sent == len(frame):
-                    return
-                if sent:
-                    frame = memoryview(frame)[sent:]
+            self._write_now(frame)
+        else:
+            self._write(frame)
+
+    def _write_now(self, frame: bytes | bytearray) -> None:
+        """Write ``frame`` from this task if nothing is queued ahead of it; queue the rest."""
+        if self._fd >= 0 and not self._out and not self._writing:
+            sent = _try_write(self._fd, frame)
+            if sent == len(frame):
+                return
+            if sent:
+                self._write(memoryview(frame)[sent:])
+                return
         self._write(frame)
 
     async def _send_control(
@@ -805,7 +820,7 @@ class WebSocketEngine:
         self._close_sent = True
         self._close_code = code
         self._getter.unpark_all()
-        self._write(self._driver.encode_close(code, reason))
+        self._write_now(self._driver.encode_close(code, reason))
         await self._wait_done()
         return True
 

@@ -122,6 +122,11 @@ class FrameDriver:
 
     # ------------------------------------------------------------- inbound
 
+    @property
+    def payload_due(self) -> int:
+        """Payload bytes of the frame in progress not received yet (0 if none)."""
+        return self._left if self._left > 0 else 0
+
     def feed(self, data: bytes | bytearray, out: list[WSMessage]) -> None:
         """Parse ``data`` and append every complete message and control frame to ``out``.
 
