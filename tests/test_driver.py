@@ -26,6 +26,8 @@ from trio_ws import WebSocketError, WSMessage, WSMsgType
 from trio_ws._protocol._deflate import BoundedDeflate
 from trio_ws._protocol._driver import FrameDriver
 
+from .test_hardening import frame as raw_frame
+
 PROPS = settings(
     max_examples=300,
     deadline=None,
@@ -35,30 +37,22 @@ PROPS = settings(
 
 
 def frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    mask: bool = True,
-    rsv: int = 0,
-    length_form: int | None = None,
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0
 ) -> bytes:
-    """One raw frame, built by hand so that invalid ones can be built too."""
-    n = len(payload)
-    first = (0x80 if fin else 0) | rsv | opcode
-    form = length_form if length_form is not None else (0 if n < 126 else 1 if n < 65536 else 2)
-    mbit = 0x80 if mask else 0
-    if form == 0:
-        head = struct.pack("!BB", first, mbit | n)
-    elif form == 1:
-        head = struct.pack("!BBH", first, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mbit | 127, n)
-    if not mask:
-        return head + payload
+    """One raw frame; ``rsv`` is the bits as they stand in the first byte (0x40 = RSV1)."""
+    return raw_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv >> 4)
+
+
+def long_length_frame(payload: bytes, length_bytes: int) -> bytes:
+    """A masked BINARY frame whose length uses ``length_bytes`` (2 or 8) even if fewer would do."""
+    head = struct.pack(
+        "!BBH" if length_bytes == 2 else "!BBQ",
+        0x82,
+        0x80 | (126 if length_bytes == 2 else 127),
+        len(payload),
+    )
     key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + masked
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def feed_in_pieces(driver: FrameDriver, data: bytes, cuts: list[int]) -> list[WSMessage]:
@@ -198,8 +192,8 @@ def test_corrupted_streams_fail_as_wsproto_fails(
         (frame(0x3, b""), 1002),  # reserved opcode
         (frame(0x9, b"x", fin=False), 1002),  # fragmented control frame
         (frame(0x9, b"x" * 126), 1002),  # control frame too long
-        (frame(0x2, b"x" * 10, length_form=1), 1002),  # 2-byte length for a short frame
-        (frame(0x2, b"x" * 200, length_form=2), 1002),  # 8-byte length for a medium frame
+        (long_length_frame(b"x" * 10, 2), 1002),  # 2-byte length for a short frame
+        (long_length_frame(b"x" * 200, 8), 1002),  # 8-byte length for a medium frame
         (frame(0x2, b"x", rsv=0x40), 1002),  # RSV1 without an extension
         (frame(0x2, b"x", mask=False), 1002),  # a client must mask
         (frame(0x0, b"x"), 1002),  # continuation with no message

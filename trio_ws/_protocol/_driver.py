@@ -238,10 +238,7 @@ class FrameDriver:
                 if end < stop:
                     self._need = stop - pos
                     return pos
-                if masked:
-                    payload = mask(bytes(view[start - 4 : start]), view[start:stop])
-                else:
-                    payload = bytes(view[start:stop])
+                payload = _payload(view, start, stop, masked)
                 pos = stop
                 if opcode == 0x9:
                     append(WSMessage(_PING, payload, ""))
@@ -271,10 +268,7 @@ class FrameDriver:
                 raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
             if fin and opcode and not exts and end >= stop:
                 # Hot path: a whole one-frame message.
-                if masked:
-                    payload = mask(bytes(view[start - 4 : start]), view[start:stop])
-                else:
-                    payload = bytes(view[start:stop])
+                payload = _payload(view, start, stop, masked)
                 pos = stop
                 if opcode == 0x1:
                     try:
@@ -426,6 +420,13 @@ def _control_payload(payload: bytes | bytearray | memoryview) -> bytes:
     if len(payload) > 125:
         raise ValueError("control frame payload must be at most 125 bytes")
     return payload
+
+
+def _payload(view: memoryview, start: int, stop: int, masked: int) -> bytes:
+    """The payload at ``view[start:stop]``, unmasked with the key just before it if ``masked``."""
+    if masked:
+        return mask(bytes(view[start - 4 : start]), view[start:stop])
+    return bytes(view[start:stop])
 
 
 def _parse_close(payload: bytes) -> WSMessage:
