@@ -11,9 +11,11 @@ classes differ (the ``_client`` flag).
 Who owns which task: whoever opens the connection (``ws_connect``'s ``async
 with``, or the server's per-connection scope) calls :meth:`_start` with a
 nursery it owns. That starts one ``_run`` task holding, inside
-``_scope``, three tasks:
+``_scope``, the reader (which runs in ``_run``'s own task: one task fewer per
+connection), the writer and the heartbeat:
 
-* the **reader** reads the stream in large chunks, feeds the driver, answers
+* the **reader** reads the stream in large chunks (on a plain socket with
+  ``os.read``, waiting for readability first after a short read), feeds the driver, answers
   pings (``autoping``), completes the close handshake (``autoclose``), and
   appends messages to the inbox. When the inbox holds ``max_queue`` messages
   it stops reading the socket until the application catches up. It never
