@@ -486,6 +486,11 @@ messages echoed (MB/s of payload one way); `fanout` 200 connected clients, the s
 broadcasts 64-byte messages to all (deliveries/s); `handshake` connect, one message, close;
 `idle` RSS growth per idle connection over 2,000 connections (KiB, lower is better);
 `deflate` like `pipe64` with 1 KiB JSON-like text and permessage-deflate.
+
+`trio_ws` runs with its optional `speedups` extra (numpy masking); `trio_ws (no speedups)` is
+the pure-Python install. How the figures compare with the performance targets, and for a
+target not met the profile of where the time goes and what would be needed, is in
+`docs/performance.md` (section "Targets").
 """
 
 
