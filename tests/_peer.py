@@ -59,11 +59,22 @@ def make_ws(role: str, **kwargs: Any) -> ClientWebSocketResponse | WebSocketResp
     return WebSocketResponse(**kwargs)
 
 
+def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two ends of a real (Unix) socket pair: the engine's plain-socket paths."""
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+#: What ws_pair connects over when a test names no stream pair; test_engine's
+#: ``transport`` fixture switches it to run every engine test over both.
+default_stream_pair: Any = trio.testing.memory_stream_pair
+
+
 @asynccontextmanager
 async def ws_pair(
     role: str = "client",
     *,
-    stream_pair: Any = trio.testing.memory_stream_pair,
+    stream_pair: Any = None,
     deflate: bool = False,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Any, Peer, trio.Nursery]]:
@@ -72,7 +83,7 @@ async def ws_pair(
     On exit the engine is closed as its owner would close it and every task
     of the connection must be gone.
     """
-    ours, theirs = stream_pair()
+    ours, theirs = (stream_pair or default_stream_pair)()
     ws = make_ws(role, **kwargs)
     peer_ext = None
     our_ext = None
@@ -99,3 +110,4 @@ async def ws_pair(
             ws._scope.cancel()
             with trio.CancelScope(shield=True):
                 await ws._done.wait()
+                await trio.aclose_forcefully(theirs)

@@ -25,10 +25,24 @@ from trio_ws import (
     WSMsgType,
     WSTimeoutError,
 )
+from trio_ws._models import WS_CLOSED_MESSAGE as WS_CLOSED
 
+from . import _peer
 from ._peer import ws_pair
 
 ROLES = ["client", "server"]
+
+
+@pytest.fixture(autouse=True, params=["memory", "socket"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every engine test runs over in-memory streams and over a real socket pair.
+
+    Over a socket the engine reads and writes the file descriptor itself, and
+    receive() reads the socket from the application's task while it waits.
+    """
+    if request.param == "socket":
+        monkeypatch.setattr(_peer, "default_stream_pair", _peer.socket_stream_pair)
+    return str(request.param)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -568,3 +582,147 @@ async def test_heartbeat_tolerates_paused_reader(autojump_clock: trio.abc.Clock)
         assert got == [str(i) for i in range(20)]
         assert not ws.closed
         assert ws.exception() is None
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_socket_changes_hands_between_receive_and_reader(role: str) -> None:
+    """Over a plain socket, a receive() that is answered reads the socket itself after.
+
+    The reader hands the socket to the receive() it woke; from then on an echo
+    loop's receive() waits on the socket and reads it in its own task, and the
+    reader takes the socket back (and answers pings) while nobody is in receive().
+    """
+    async with ws_pair(role, stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
+        done = trio.Event()
+
+        async def echo_loop() -> None:
+            async for msg in ws:
+                await ws.send_str(msg.data)
+                if msg.data == "last":
+                    break
+            done.set()
+
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._reader_waiting and not ws._app_reads  # nobody in receive(): the reader
+        await peer.send(Ping(payload=b"before"))
+        assert await peer.next_event() == Pong(payload=b"before")
+        nursery.start_soon(echo_loop)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._reader_waiting and not ws._app_reads  # receive() waits for the reader
+        for text in ["1", "2"]:
+            await peer.send(TextMessage(data=text))
+            assert await peer.next_event() == TextMessage(data=text)
+            await trio.testing.wait_all_tasks_blocked()
+            # The loop is back in receive(), waiting on the socket itself.
+            assert ws._app_reads and ws._app_waiting
+            assert not ws._reader_waiting
+        await peer.send(Ping(payload=b"during"))
+        assert await peer.next_event() == Pong(payload=b"during")  # answered by receive()
+        await peer.send(TextMessage(data="last"))
+        assert await peer.next_event() == TextMessage(data="last")
+        await done.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        # The loop has ended: the reader has the socket back and answers pings.
+        assert ws._reader_waiting and not ws._app_reads
+        await peer.send(Ping(payload=b"after"))
+        assert await peer.next_event() == Pong(payload=b"after")
+
+
+async def test_close_from_another_task_wakes_receive_reading_the_socket() -> None:
+    async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
+        got: list[WSMessage] = []
+
+        async def echo_loop() -> None:
+            while True:
+                msg = await ws.receive()
+                got.append(msg)
+                if msg.type is not WSMsgType.TEXT:
+                    return
+                await ws.send_str(msg.data)
+
+        nursery.start_soon(echo_loop)
+        await peer.send(TextMessage(data="x"))
+        assert await peer.next_event() == TextMessage(data="x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._app_waiting  # the loop's receive() waits on the socket
+        nursery.start_soon(ws.close)
+        event = await peer.next_event()
+        assert isinstance(event, CloseConnection)
+        await trio.testing.wait_all_tasks_blocked()
+        # Returned before the peer answered the close.
+        assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
+        await peer.send(event.response())
+        with trio.fail_after(5):
+            await ws._done.wait()
+        assert ws.close_code == WSCloseCode.OK
+
+
+async def test_peer_vanishes_while_receive_reads_the_socket() -> None:
+    async with ws_pair("client", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
+        got: list[WSMessage] = []
+
+        async def echo_loop() -> None:
+            while True:
+                msg = await ws.receive()
+                got.append(msg)
+                if msg.type is not WSMsgType.TEXT:
+                    return
+                await ws.send_str(msg.data)
+
+        nursery.start_soon(echo_loop)
+        await peer.send(TextMessage(data="x"))
+        assert await peer.next_event() == TextMessage(data="x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._app_waiting
+        await peer.stream.aclose()
+        with trio.fail_after(5):
+            await ws._done.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got[1:] == [WS_CLOSED]
+        assert ws.close_code == WSCloseCode.ABNORMAL_CLOSURE
+        assert isinstance(ws.exception(), ClientConnectionResetError)
+
+
+async def test_close_wakes_receive_after_a_blocked_write() -> None:
+    """close() in another task while the writer waits for a peer that does not read.
+
+    The wake-up of a receive() waiting on the socket is left to the writer
+    until its write is done, and then receive() returns CLOSING.
+    """
+    async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
+        got: list[WSMessage] = []
+
+        async def echo_loop() -> None:
+            while True:
+                msg = await ws.receive()
+                got.append(msg)
+                if msg.type is not WSMsgType.TEXT:
+                    return
+                await ws.send_str(msg.data)
+
+        nursery.start_soon(echo_loop)
+        await peer.send(TextMessage(data="x"))
+        assert await peer.next_event() == TextMessage(data="x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._app_waiting
+        big = bytes(8 * 2**20)
+        await ws.send_bytes(big)  # far more than the socket buffers hold
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._writing  # the writer waits for the peer to read
+        nursery.start_soon(ws.close)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ws._wake_after_write and len(got) == 1  # receive() still waits
+        received = b""
+        while len(received) < len(big):
+            part = await peer.next_event()
+            assert isinstance(part, BytesMessage)
+            received += part.data
+        assert received == big
+        event = await peer.next_event()
+        assert isinstance(event, CloseConnection)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
+        await peer.send(event.response())
+        with trio.fail_after(5):
+            await ws._done.wait()
+        assert ws.close_code == WSCloseCode.OK

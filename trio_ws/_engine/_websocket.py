@@ -23,6 +23,22 @@ connection), the writer and the heartbeat:
   while that is over ``write_limit``, only the latest ping is remembered and
   answered once it drains. Memory stays bounded either way, and the heartbeat
   does not count silence while the reader was paused.
+  On a plain socket the reader hands the socket to ``receive()`` when it has
+  just woken a ``receive()`` that was waiting (``_app_reads``). Until that call
+  returns, the application's task waits for input and reads the socket itself
+  (the same code, so pings, close frames and errors are handled alike); a
+  ``receive()`` that finds the inbox empty while the reader is not waiting on
+  the socket does the same. This saves the reader's wake-up on the way from the
+  socket to the application: a request/response exchange costs one scheduler
+  pass per message instead of two. The reader takes the socket back whenever
+  ``receive()`` returns, so pings and close frames are still handled while the
+  application is elsewhere. Only one task ever waits on the socket for input,
+  and neither wait is interrupted in the normal course. The one exception,
+  ``close()`` (or a failure) in another task while ``receive()`` waits on the
+  socket, wakes it with ``trio.lowlevel.notify_closing``, which wakes every
+  wait on the file descriptor: it is used only when no write waits (else the
+  writer does it once its write is done), and the reader never waits then.
+  (A cancel scope per wait would cost as much as the scheduler pass saved.)
 * the **writer** is the only caller of ``send_all``. Every frame (data, ping,
   pong, close) is appended to one outgoing buffer; the writer sends whatever
   has gathered in one write, so a burst of small messages costs one syscall.
@@ -95,6 +111,7 @@ _PING = WSMsgType.PING
 _PONG = WSMsgType.PONG
 _CLOSE = WSMsgType.CLOSE
 _STOP_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+_POSIX = os.name == "posix"
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -120,6 +137,11 @@ class _Waiter:
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
+    @property
+    def waiting(self) -> bool:
+        """True while a task is parked here."""
+        return self._task is not None
+
     def unpark(self) -> None:
         """Wake the waiting task, if any."""
         task = self._task
@@ -141,6 +163,8 @@ class WebSocketEngine:
     # A per-instance dict jumps from 0.3 to 1.6 KiB past 30 attributes.
     __slots__ = (
         "__weakref__",
+        "_app_reads",
+        "_app_waiting",
         "_autoclose",
         "_autoping",
         "_close_code",
@@ -154,6 +178,7 @@ class WebSocketEngine:
         "_deflate",
         "_done",
         "_drain_lot",
+        "_drained",
         "_driver",
         "_exception",
         "_fast_receives",
@@ -172,12 +197,14 @@ class WebSocketEngine:
         "_reader_done",
         "_reader_lot",
         "_reader_paused",
+        "_reader_waiting",
         "_receive_timeout",
         "_receiving",
         "_reply_credit",
         "_scope",
         "_stream",
         "_timeout",
+        "_wake_after_write",
         "_want_shutdown",
         "_write_limit",
         "_writer_lot",
@@ -223,6 +250,13 @@ class WebSocketEngine:
         self._receiving = False
         self._fast_receives = 0
         self._reader_paused = False  # stopped reading: the application is behind
+        # Who reads a plain socket: the reader task, or the application's task
+        # while it is in receive() (_app_reads; see _read_in_receive).
+        self._app_reads = False
+        self._app_waiting = False  # receive() waits on the socket
+        self._wake_after_write = False  # wake it once the writer's wait is over
+        self._reader_waiting = False  # the reader waits on the socket
+        self._drained = True  # the last read emptied the socket
 
         self._out: list[bytes | bytearray | memoryview] = []
         self._out_size = 0  # queued plus in-flight bytes
@@ -317,7 +351,8 @@ class WebSocketEngine:
     ) -> None:
         """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``."""
         self._stream = stream
-        if isinstance(stream, trio.SocketStream):
+        if _POSIX and isinstance(stream, trio.SocketStream):
+            # os.read/os.write take a socket's descriptor on POSIX only.
             self._fd = stream.socket.fileno()
         self._deflate = extensions[0] if extensions else None
         self._driver = FrameDriver(
@@ -353,7 +388,7 @@ class WebSocketEngine:
             self._reader_done = True
             if self._close_code is None:
                 self._close_code = WSCloseCode.ABNORMAL_CLOSURE
-            self._getter.unpark_all()
+            self._wake_receiver()
             self._drain_lot.unpark_all()
             assert self._stream is not None
             try:
@@ -398,14 +433,14 @@ class WebSocketEngine:
         if message and exc is not None:
             self._push(WSMessage(WSMsgType.ERROR, exc, None))
         self._reader_done = True
-        self._getter.unpark_all()
+        self._wake_receiver()
         self._scope.cancel()
 
     def _request_shutdown(self) -> None:
         """Flush what is queued, then close the stream and end all tasks."""
         self._want_shutdown = True
         self._reader_done = True
-        self._getter.unpark_all()
+        self._wake_receiver()
         self._writer_lot.unpark_all()
 
     async def _owner_exit(self, exc: BaseException | None) -> None:
@@ -449,10 +484,21 @@ class WebSocketEngine:
         stream = self._stream
         assert stream is not None
         fd = self._fd
-        driver = self._driver
-        assert driver is not None
-        drained = True
+        inbox = self._inbox
         while not self._reader_done:
+            if self._app_reads:
+                # The application's task reads the socket while it waits in
+                # receive(); it hands the socket back when receive() returns.
+                await self._reader_lot.park()
+                continue
+            if len(inbox) >= self._max_queue:
+                # Backpressure: stop reading until the application catches up.
+                self._reader_paused = True
+                await self._reader_lot.park()
+                self._reader_paused = False
+                # Silence while we were not reading says nothing about the peer.
+                self._last_rx = trio.current_time()
+                continue
             try:
                 if fd < 0:
                     data = await stream.receive_some(READ_SIZE)
@@ -460,36 +506,107 @@ class WebSocketEngine:
                     # A plain socket: after a short read the socket is empty,
                     # so wait for input first instead of trying a read that
                     # fails; after a full read, only give others a turn.
-                    if drained:
-                        await trio.lowlevel.wait_readable(fd)
+                    if self._drained:
+                        self._reader_waiting = True
+                        try:
+                            await trio.lowlevel.wait_readable(fd)
+                        finally:
+                            self._reader_waiting = False
                     else:
                         await trio.lowlevel.checkpoint()
-                    # The rest of a large frame is read in one call when the
-                    # kernel has it: fewer reads, and no join of 64 KiB pieces.
-                    due = driver.payload_due
-                    size = READ_SIZE if due <= READ_SIZE else min(due, BIG_READ_SIZE)
-                    try:
-                        data = os.read(fd, size)
-                    except BlockingIOError:
-                        drained = True
-                        continue
-                    drained = len(data) < size
+                        if self._app_reads or self._reader_done:
+                            continue
+                    data = self._read_now(fd)
+            except BlockingIOError:
+                self._drained = True
+                continue
             except _STREAM_ERRORS as exc:
                 self._on_lost(exc)
                 return
-            if not data:
-                self._on_lost(None)
+            waiting = self._getter.waiting  # a receive() waits for this input
+            if not self._on_input(data):
                 return
-            self._last_rx = trio.current_time()
-            self._on_data(data)
-            # Backpressure: stop reading until the application catches up.
-            if len(self._inbox) >= self._max_queue:
-                self._reader_paused = True
-                while len(self._inbox) >= self._max_queue and not self._reader_done:
-                    await self._reader_lot.park()
-                self._reader_paused = False
-                # Silence while we were not reading says nothing about the peer.
-                self._last_rx = trio.current_time()
+            if waiting and fd >= 0 and inbox:
+                # That receive() will most likely be back soon for more: let it
+                # read the socket itself until it returns.
+                self._app_reads = True
+
+    def _read_now(self, fd: int) -> bytes:
+        """One non-blocking read of a plain socket; raises what ``os.read`` raises.
+
+        The rest of a large frame is read in one call when the kernel has it:
+        fewer reads, and no join of 64 KiB pieces.
+        """
+        driver = self._driver
+        assert driver is not None
+        due = driver.payload_due
+        size = READ_SIZE if due <= READ_SIZE else min(due, BIG_READ_SIZE)
+        data = os.read(fd, size)
+        self._drained = len(data) < size
+        return data
+
+    def _on_input(self, data: bytes | bytearray) -> bool:
+        """Handle what one read returned; False when the peer closed the stream."""
+        if not data:
+            self._on_lost(None)
+            return False
+        self._last_rx = trio.current_time()
+        self._on_data(data)
+        return True
+
+    async def _read_in_receive(self) -> None:
+        """Wait for input in receive() by reading the socket from the application's task.
+
+        Called with the inbox empty, when the socket is this call's already
+        (``_app_reads``) or the reader is not waiting on it; from then until
+        receive() returns the reader leaves the socket alone. Returns after one
+        read, or when woken by close(), a failure or shutdown (see
+        :meth:`_wake_receiver`).
+        """
+        self._app_reads = True
+        fd = self._fd
+        try:
+            if self._drained:
+                self._app_waiting = True
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    return  # woken (see _wake_app), or the socket is closing
+                finally:
+                    self._app_waiting = False
+            else:
+                await trio.lowlevel.checkpoint()
+            if self._reader_done or self._fd < 0:
+                return
+            data = self._read_now(fd)
+        except BlockingIOError:
+            self._drained = True
+            return
+        except _STREAM_ERRORS as exc:
+            if not self._reader_done:  # else the connection is already ending
+                self._on_lost(exc)
+            return
+        self._on_input(data)
+
+    def _wake_receiver(self) -> None:
+        """Wake a receive() waiting for a message, in the inbox or on the socket."""
+        self._getter.unpark()
+        if self._app_waiting:
+            self._wake_app()
+
+    def _wake_app(self) -> None:
+        """Wake the receive() that waits on the socket (only another task can call this).
+
+        ``notify_closing`` ends every wait on the file descriptor with
+        ``ClosedResourceError`` without closing it; receive() takes that as a
+        wake-up. While the writer waits to write, the wake is left to it.
+        """
+        if self._writing:
+            self._wake_after_write = True
+            return
+        self._app_waiting = False
+        if self._fd >= 0:
+            trio.lowlevel.notify_closing(self._fd)
 
     def _on_data(self, data: bytes | bytearray) -> None:
         driver = self._driver
@@ -526,7 +643,7 @@ class WebSocketEngine:
         if error is not None:
             self._on_protocol_error(error)
         if inbox:
-            self._getter.unpark()
+            self._wake_receiver()
 
     def _on_close_frame(self, msg: WSMessage) -> None:
         driver = self._driver
@@ -599,7 +716,7 @@ class WebSocketEngine:
 
     def _push(self, msg: WSMessage) -> None:
         self._inbox.append(msg)
-        self._getter.unpark()
+        self._wake_receiver()
 
     # ------------------------------------------------------------------ writer
 
@@ -634,6 +751,10 @@ class WebSocketEngine:
                 self._on_lost(exc)
                 break
             self._writing = False
+            if self._wake_after_write:
+                self._wake_after_write = False
+                if self._app_waiting:
+                    self._wake_app()
             self._out_size -= len(data)
             if self._out_size <= self._write_limit // 4:
                 self._drain_lot.unpark_all()
@@ -821,7 +942,7 @@ class WebSocketEngine:
         self._closed = True
         self._close_sent = True
         self._close_code = code
-        self._getter.unpark_all()
+        self._wake_receiver()
         self._write_now(self._driver.encode_close(code, reason))
         await self._wait_done()
         return True
@@ -880,6 +1001,10 @@ class WebSocketEngine:
             raise WSTimeoutError(f"No message received within {limit} seconds")
         finally:
             self._receiving = False
+            if self._app_reads:
+                # The reader takes the socket back while the application is elsewhere.
+                self._app_reads = False
+                self._reader_lot.unpark()
 
     async def _next(self) -> WSMessage:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -915,7 +1040,10 @@ class WebSocketEngine:
                 await trio.lowlevel.checkpoint()
                 return WS_CLOSED_MESSAGE
             self._fast_receives = 0
-            await self._getter.park()
+            if self._fd >= 0 and (self._app_reads or not self._reader_waiting):
+                await self._read_in_receive()
+            else:
+                await self._getter.park()
 
     async def receive_str(self, *, timeout: float | None = None) -> str:
         """Receive a TEXT message and return its text.
