@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import pytest
 import trio
@@ -628,22 +629,34 @@ async def test_socket_changes_hands_between_receive_and_reader(role: str) -> Non
         assert await peer.next_event() == Pong(payload=b"after")
 
 
+async def echoing_over_the_socket(
+    ws: Any, peer: _peer.Peer, nursery: trio.Nursery
+) -> list[WSMessage]:
+    """Start an echo loop on ``ws`` and bring it to wait in receive() on the socket.
+
+    Returns the list the loop records every message it receives in; the loop
+    ends at the first message that is not TEXT.
+    """
+    got: list[WSMessage] = []
+
+    async def echo_loop() -> None:
+        while True:
+            msg = await ws.receive()
+            got.append(msg)
+            if msg.type is not WSMsgType.TEXT:
+                return
+            await ws.send_str(msg.data)
+
+    nursery.start_soon(echo_loop)
+    await peer.send(TextMessage(data="x"))
+    assert await peer.next_event() == TextMessage(data="x")
+    await trio.testing.wait_all_tasks_blocked()
+    return got
+
+
 async def test_close_from_another_task_wakes_receive_reading_the_socket() -> None:
     async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
-        got: list[WSMessage] = []
-
-        async def echo_loop() -> None:
-            while True:
-                msg = await ws.receive()
-                got.append(msg)
-                if msg.type is not WSMsgType.TEXT:
-                    return
-                await ws.send_str(msg.data)
-
-        nursery.start_soon(echo_loop)
-        await peer.send(TextMessage(data="x"))
-        assert await peer.next_event() == TextMessage(data="x")
-        await trio.testing.wait_all_tasks_blocked()
+        got = await echoing_over_the_socket(ws, peer, nursery)
         assert ws._app_waiting  # the loop's receive() waits on the socket
         nursery.start_soon(ws.close)
         event = await peer.next_event()
@@ -659,20 +672,7 @@ async def test_close_from_another_task_wakes_receive_reading_the_socket() -> Non
 
 async def test_peer_vanishes_while_receive_reads_the_socket() -> None:
     async with ws_pair("client", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
-        got: list[WSMessage] = []
-
-        async def echo_loop() -> None:
-            while True:
-                msg = await ws.receive()
-                got.append(msg)
-                if msg.type is not WSMsgType.TEXT:
-                    return
-                await ws.send_str(msg.data)
-
-        nursery.start_soon(echo_loop)
-        await peer.send(TextMessage(data="x"))
-        assert await peer.next_event() == TextMessage(data="x")
-        await trio.testing.wait_all_tasks_blocked()
+        got = await echoing_over_the_socket(ws, peer, nursery)
         assert ws._app_waiting
         await peer.stream.aclose()
         with trio.fail_after(5):
@@ -690,20 +690,7 @@ async def test_close_wakes_receive_after_a_blocked_write() -> None:
     until its write is done, and then receive() returns CLOSING.
     """
     async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
-        got: list[WSMessage] = []
-
-        async def echo_loop() -> None:
-            while True:
-                msg = await ws.receive()
-                got.append(msg)
-                if msg.type is not WSMsgType.TEXT:
-                    return
-                await ws.send_str(msg.data)
-
-        nursery.start_soon(echo_loop)
-        await peer.send(TextMessage(data="x"))
-        assert await peer.next_event() == TextMessage(data="x")
-        await trio.testing.wait_all_tasks_blocked()
+        got = await echoing_over_the_socket(ws, peer, nursery)
         assert ws._app_waiting
         big = bytes(8 * 2**20)
         await ws.send_bytes(big)  # far more than the socket buffers hold
