@@ -654,20 +654,25 @@ async def echoing_over_the_socket(
     return got
 
 
+async def closing_returned_then_answer(ws: Any, peer: _peer.Peer, got: list[WSMessage]) -> None:
+    """At the close frame: the echo loop's receive() already returned CLOSING; answer it."""
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection)
+    await trio.testing.wait_all_tasks_blocked()
+    # Returned before the peer answered the close.
+    assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
+    await peer.send(event.response())
+    with trio.fail_after(5):
+        await ws._done.wait()
+    assert ws.close_code == WSCloseCode.OK
+
+
 async def test_close_from_another_task_wakes_receive_reading_the_socket() -> None:
     async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
         got = await echoing_over_the_socket(ws, peer, nursery)
         assert ws._app_waiting  # the loop's receive() waits on the socket
         nursery.start_soon(ws.close)
-        event = await peer.next_event()
-        assert isinstance(event, CloseConnection)
-        await trio.testing.wait_all_tasks_blocked()
-        # Returned before the peer answered the close.
-        assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
-        await peer.send(event.response())
-        with trio.fail_after(5):
-            await ws._done.wait()
-        assert ws.close_code == WSCloseCode.OK
+        await closing_returned_then_answer(ws, peer, got)
 
 
 async def test_peer_vanishes_while_receive_reads_the_socket() -> None:
@@ -705,11 +710,4 @@ async def test_close_wakes_receive_after_a_blocked_write() -> None:
             assert isinstance(part, BytesMessage)
             received += part.data
         assert received == big
-        event = await peer.next_event()
-        assert isinstance(event, CloseConnection)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
-        await peer.send(event.response())
-        with trio.fail_after(5):
-            await ws._done.wait()
-        assert ws.close_code == WSCloseCode.OK
+        await closing_returned_then_answer(ws, peer, got)
