@@ -45,7 +45,7 @@ class _Window:
     the library under test.
     """
 
-    __slots__ = ("free", "_wakeup")
+    __slots__ = ("_wakeup", "free")
 
     def __init__(self, size: int) -> None:
         self.free = size
