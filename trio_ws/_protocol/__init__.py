@@ -1,4 +1,4 @@
-"""Sans-I/O protocol helpers: framing (over wsproto), permessage-deflate, handshakes.
+"""Sans-I/O protocol helpers: our own framing (checked against wsproto), deflate, handshakes.
 
 Nothing in this package imports trio or touches a socket.
 """

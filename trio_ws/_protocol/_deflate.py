@@ -1,7 +1,7 @@
 """permessage-deflate (RFC 7692): negotiation and a bounded inflater.
 
 What this module owns: parsing and answering ``Sec-WebSocket-Extensions``
-offers, and the wsproto extension object that compresses and decompresses.
+offers, and the object that compresses and decompresses (our own, over :mod:`zlib`).
 
 Invariants:
 * An offer with an unknown, repeated or out-of-range parameter is declined
@@ -9,7 +9,10 @@ Invariants:
 * Decompression never produces more than ``max_size + 1`` bytes for one
   message: :class:`BoundedDeflate` asks zlib for at most the remaining budget,
   so a small "zip bomb" closes the connection with 1009 without ever being
-  inflated whole. wsproto's own extension has no such bound.
+  inflated whole.
+* Compression state is per message, never per frame: control frames
+  interleaved with a compressed message's frames (RFC 6455 section 5.4) do
+  not touch it.
 
 Never: touch sockets, trio or clocks.
 """
@@ -18,8 +21,7 @@ from __future__ import annotations
 
 import zlib
 
-from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+from .._exceptions import WebSocketError
 
 __all__ = ["BoundedDeflate", "client_offer", "parse_offers", "server_accept", "client_finalize"]
 
@@ -185,12 +187,37 @@ def client_finalize(
     )
 
 
-class BoundedDeflate(PerMessageDeflate):
-    """wsproto's permessage-deflate with a cap on each inflated message.
+class BoundedDeflate:
+    """One connection's permessage-deflate state: a compressor and a bounded inflater.
 
-    ``max_size`` of 0 means no cap. Set :attr:`skip_next` to send the next
-    message uncompressed (the per-message ``compress=0`` of ``send_*``).
+    Theory of operation: the frame parser, not this object, knows which
+    message is compressed (RSV1 on a message's first frame, RFC 7692 section
+    6) and where it ends. It hands this object the (unmasked) payload of every
+    frame of a compressed message, in order, with :meth:`inflate`, then calls
+    :meth:`end_message` once after the last frame. Control frames never reach
+    this object, so a ping or pong before, between or inside compressed
+    messages cannot disturb its state. (wsproto's ``PerMessageDeflate`` keeps
+    per-frame state that control frames reset; it is not used here.)
+
+    ``max_size`` of 0 means no cap; otherwise :meth:`inflate` never produces
+    more than ``max_size + 1`` bytes for one message and raises
+    :class:`~trio_ws.WebSocketError` 1009 past ``max_size``. Set
+    :attr:`skip_next` to send the next message uncompressed (the per-message
+    ``compress=0`` of ``send_*``).
     """
+
+    __slots__ = (
+        "_deflater",
+        "_inflated",
+        "_inflater",
+        "client",
+        "local_bits",
+        "local_no_context_takeover",
+        "max_size",
+        "remote_bits",
+        "remote_no_context_takeover",
+        "skip_next",
+    )
 
     def __init__(
         self,
@@ -202,80 +229,95 @@ class BoundedDeflate(PerMessageDeflate):
         local_no_context_takeover: bool,
         remote_no_context_takeover: bool,
     ) -> None:
-        if client:
-            super().__init__(
-                client_no_context_takeover=local_no_context_takeover,
-                client_max_window_bits=local_bits,
-                server_no_context_takeover=remote_no_context_takeover,
-                server_max_window_bits=remote_bits,
-            )
-        else:
-            super().__init__(
-                client_no_context_takeover=remote_no_context_takeover,
-                client_max_window_bits=remote_bits,
-                server_no_context_takeover=local_no_context_takeover,
-                server_max_window_bits=local_bits,
-            )
-        self._enabled = True
+        if not (9 <= local_bits <= 15 and 9 <= remote_bits <= 15):
+            raise ValueError("window bits must be between 9 and 15")
         self.max_size = max_size
+        self.client = client
+        self.local_bits = local_bits
+        self.remote_bits = remote_bits
+        self.local_no_context_takeover = local_no_context_takeover
+        self.remote_no_context_takeover = remote_no_context_takeover
         self.skip_next = False
-        self._skipping = False
+        self._deflater: zlib._Compress | None = None
+        self._inflater: zlib._Decompress | None = None
         self._inflated = 0
 
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
-        assert self._decompressor is not None
+    # The agreed parameters under their RFC 7692 names.
+    @property
+    def client_no_context_takeover(self) -> bool:
+        """True when the client resets its compression context after every message."""
+        return self.local_no_context_takeover if self.client else self.remote_no_context_takeover
+
+    @property
+    def server_no_context_takeover(self) -> bool:
+        """True when the server resets its compression context after every message."""
+        return self.remote_no_context_takeover if self.client else self.local_no_context_takeover
+
+    @property
+    def client_max_window_bits(self) -> int:
+        """The LZ77 window of the client's compressor (9-15)."""
+        return self.local_bits if self.client else self.remote_bits
+
+    @property
+    def server_max_window_bits(self) -> int:
+        """The LZ77 window of the server's compressor (9-15)."""
+        return self.remote_bits if self.client else self.local_bits
+
+    # ------------------------------------------------------------ inbound
+
+    def inflate(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Inflate the next piece of a compressed message's payload.
+
+        Raises :class:`~trio_ws.WebSocketError` 1007 for data that is not a
+        valid deflate stream and 1009 once the message inflates past
+        ``max_size``.
+        """
+        inflater = self._inflater
+        if inflater is None:
+            inflater = self._inflater = zlib.decompressobj(-self.remote_bits)
         try:
             if not self.max_size:
-                return self._decompressor.decompress(data)
-            budget = self.max_size - self._inflated + 1
-            out = self._decompressor.decompress(data, budget)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+                return inflater.decompress(data)
+            # Ask for at most one byte more than the budget: a "zip bomb" is
+            # refused without ever being inflated whole.
+            out = inflater.decompress(data, self.max_size - self._inflated + 1)
+        except zlib.error as exc:
+            raise WebSocketError(1007, f"Invalid compressed data: {exc}") from None
         self._inflated += len(out)
         if self._inflated > self.max_size:
-            return CloseReason.MESSAGE_TOO_BIG
+            raise WebSocketError(1009, f"Message size exceeds limit {self.max_size}")
         return out
 
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        return self._inflate(data)
+    def end_message(self) -> bytes:
+        """Finish the compressed message whose frames were all inflated; its last bytes.
 
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        if not fin:
-            return None
-        if not self._inbound_is_compressible or not self._inbound_compressed:
-            self._inbound_compressed = None
-            return None
-        result = self._inflate(b"\x00\x00\xff\xff")
-        if isinstance(result, CloseReason):
-            return result
+        Feeds the ``00 00 ff ff`` tail the sender removed (RFC 7692 section
+        7.2.2) and drops the inflater when the peer resets its context (or
+        ended its stream with a final block). Raises as :meth:`inflate`.
+        """
+        out = self.inflate(_TAIL)
+        inflater = self._inflater
         self._inflated = 0
-        if self.server_no_context_takeover if proto.client else self.client_no_context_takeover:
-            self._decompressor = None
-        self._inbound_compressed = None
-        return result
+        if self.remote_no_context_takeover or (inflater is not None and inflater.eof):
+            self._inflater = None
+        return out
 
-    def frame_outbound(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        data: bytes,
-        fin: bool,
-    ) -> tuple[RsvBits, bytes]:
-        if opcode is not Opcode.CONTINUATION and opcode in (Opcode.TEXT, Opcode.BINARY):
-            self._skipping = self.skip_next
-            self.skip_next = False
-        if self._skipping and opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
-            return rsv, data
-        if self._compressor is None and opcode is not Opcode.CONTINUATION:
-            # Level 1 (as aiohttp): about 3x faster than zlib's default for
-            # a few percent in size.
-            bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
-            self._compressor = zlib.compressobj(1, zlib.DEFLATED, -int(bits))
-        return super().frame_outbound(proto, opcode, rsv, data, fin)
+    # ----------------------------------------------------------- outbound
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The compressed payload for one whole message (tail removed)."""
+        deflater = self._deflater
+        if deflater is None:
+            # Level 1 (as aiohttp): about 3x faster than zlib's default for a
+            # few percent in size.
+            deflater = self._deflater = zlib.compressobj(1, zlib.DEFLATED, -self.local_bits)
+        # A full flush forgets the context (no back-references into earlier
+        # messages) while keeping the compressor's memory.
+        flush = zlib.Z_FULL_FLUSH if self.local_no_context_takeover else zlib.Z_SYNC_FLUSH
+        out = deflater.compress(data) + deflater.flush(flush)
+        if out.endswith(_TAIL):
+            return out[:-4]
+        return out  # pragma: no cover - zlib always ends a flush with the tail
+
+
+_TAIL = b"\x00\x00\xff\xff"

@@ -4,11 +4,15 @@ Theory of operation: :class:`FrameDriver` parses frames itself (RFC 6455
 section 5: header with ``struct``, unmasking with ``bytes.translate``) and
 turns them into :class:`~trio_ws.WSMessage` values, joining fragments and
 validating UTF-8. wsproto supplies the rules' vocabulary (opcodes, close
-reasons) and permessage-deflate: when an extension was negotiated, every
-frame goes through its hooks in the order wsproto's own decoder calls them.
-wsproto's decoder copied every payload about ten times through its buffer,
-masker and extension chain; this one copies a payload once from the read,
-twice when it must be unmasked.
+reasons) and is the oracle of the differential tests (``tests/test_fuzz*.py``).
+When permessage-deflate was negotiated, the RSV1 bit of a message's first
+frame marks the whole message compressed (RFC 7692 section 6): the payload of
+each of its frames goes through
+:meth:`~trio_ws._protocol._deflate.BoundedDeflate.inflate` and its end through
+``end_message``. Control frames, which may arrive between a message's
+fragments, never touch that state. wsproto's decoder copied every payload
+about ten times through its buffer, masker and extension chain; this one
+copies a payload once from the read, twice when it must be unmasked.
 
 Invariants:
 * A data message never holds more than ``max_size`` bytes in memory: the
@@ -31,21 +35,20 @@ from __future__ import annotations
 import codecs
 import os
 import struct
+from collections.abc import Sequence
 
-from wsproto.extensions import Extension
 from wsproto.frame_protocol import (
     LOCAL_ONLY_CLOSE_REASONS,
     MAX_CLOSE_REASON,
     MAX_PROTOCOL_CLOSE_REASON,
     MIN_CLOSE_REASON,
     CloseReason,
-    FrameProtocol,
     Opcode,
-    RsvBits,
 )
 
 from .._exceptions import WebSocketError
 from .._models import WSMessage, WSMsgType
+from ._deflate import BoundedDeflate
 from ._mask import mask, masked_frame
 
 __all__ = ["FrameDriver"]
@@ -71,14 +74,14 @@ class FrameDriver:
     """Sans-I/O WebSocket framing for one connection, for either role.
 
     ``client`` selects masking rules. ``extensions`` are the negotiated ones
-    (a :class:`BoundedDeflate` at most). ``max_size`` caps one message (0: no
-    cap).
+    (one :class:`~trio_ws._protocol._deflate.BoundedDeflate` at most).
+    ``max_size`` caps one message (0: no cap).
     """
 
     __slots__ = (
         "_buf",
         "_compressed",
-        "_exts",
+        "_deflate",
         "_fin",
         "_key",
         "_left",
@@ -87,7 +90,6 @@ class FrameDriver:
         "_parts",
         "_seen",
         "_total",
-        "_tx",
         "_utf8",
         "client",
         "closed",
@@ -95,16 +97,18 @@ class FrameDriver:
     )
 
     def __init__(
-        self, *, client: bool, extensions: list[Extension] | None = None, max_size: int = 0
+        self,
+        *,
+        client: bool,
+        extensions: Sequence[BoundedDeflate] | None = None,
+        max_size: int = 0,
     ) -> None:
-        exts = [ext for ext in extensions or [] if ext.enabled()]
+        if extensions and len(extensions) > 1:
+            raise ValueError("at most one extension (permessage-deflate) is supported")
         self.client = client
         self.max_size = max_size
         self.closed = False
-        # Outgoing frames go through wsproto only when an extension must
-        # transform them.
-        self._tx = FrameProtocol(client, list(exts)) if exts else None
-        self._exts = exts
+        self._deflate = extensions[0] if extensions else None
         self._buf = bytearray()  # unparsed bytes, from a frame's first byte
         self._need = 0  # do not parse again before the buffer holds this many bytes
         # The frame being streamed (TEXT or compressed): payload bytes still
@@ -160,7 +164,7 @@ class FrameDriver:
         append = out.append
         client = self.client
         max_size = self.max_size
-        exts = self._exts
+        deflate = self._deflate
         self._need = 0
         while True:
             if self._left >= 0:
@@ -218,10 +222,15 @@ class FrameDriver:
                 if length >> 63:
                     raise WebSocketError(_PROTOCOL_ERROR, "8-byte payload length with non-zero MSB")
             rsv = b0 & 0x70
-            if exts:
-                self._ext_header(opcode, rsv, length)
-            elif rsv:
-                raise WebSocketError(_PROTOCOL_ERROR, "Reserved bit set unexpectedly")
+            if rsv:
+                # Only RSV1, only with permessage-deflate, only on the first
+                # frame of a data message (RFC 7692 section 6).
+                if rsv != 0x40 or deflate is None:
+                    raise WebSocketError(_PROTOCOL_ERROR, "Reserved bit set unexpectedly")
+                if opcode & 0x8:
+                    raise WebSocketError(_PROTOCOL_ERROR, "RSV1 set on a control frame")
+                if not opcode:
+                    raise WebSocketError(_PROTOCOL_ERROR, "RSV1 set on a continuation frame")
             masked = b1 & 0x80
             if masked:
                 if client:
@@ -256,9 +265,9 @@ class FrameDriver:
                         _PROTOCOL_ERROR, f"expected CONTINUATION, got {Opcode(opcode)!r}"
                     )
                 total = 0
-                # RSV1 on a message's first frame (accepted by the deflate
-                # extension above) marks the whole message compressed.
-                compressed = bool(rsv & 0x40)
+                # RSV1 on a message's first frame (checked above) marks the
+                # whole message compressed.
+                compressed = bool(rsv)
             elif not self._msg_op:
                 raise WebSocketError(_PROTOCOL_ERROR, "unexpected CONTINUATION")
             else:
@@ -266,7 +275,7 @@ class FrameDriver:
                 compressed = self._compressed
             if max_size and not compressed and total + length > max_size:
                 raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
-            if fin and opcode and not exts and end >= stop:
+            if fin and opcode and not compressed and end >= stop:
                 # Hot path: a whole one-frame message.
                 payload = _payload(view, start, stop, masked)
                 pos = stop
@@ -290,38 +299,15 @@ class FrameDriver:
             self._left = length
             pos = start
 
-    def _ext_header(self, opcode: int, rsv: int, length: int) -> None:
-        """Run the extensions' header hooks and check the RSV bits, as wsproto does."""
-        op = Opcode(opcode)
-        bits = RsvBits(bool(rsv & 0x40), bool(rsv & 0x20), bool(rsv & 0x10))
-        used = [False, False, False]
-        for ext in self._exts:
-            result = ext.frame_inbound_header(self, op, bits, length)  # type: ignore[arg-type]
-            if isinstance(result, CloseReason):
-                raise WebSocketError(int(result), "error in extension")
-            for i, flag in enumerate(result):
-                if flag:
-                    used[i] = True
-        for expected, found in zip(used, bits, strict=True):
-            if found and not expected:
-                raise WebSocketError(_PROTOCOL_ERROR, "Reserved bit set unexpectedly")
-
     def _payload(self, chunk: bytes, out: list[WSMessage]) -> None:
         """Take the next (unmasked) piece of a streamed frame's payload."""
         done = self._left == 0
-        if self._exts:
-            for ext in self._exts:
-                result = ext.frame_inbound_payload_data(self, chunk)  # type: ignore[arg-type]
-                if isinstance(result, CloseReason):
-                    raise self._ext_error(result)
-                chunk = result
-            if done:
-                for ext in self._exts:
-                    tail = ext.frame_inbound_complete(self, self._fin)  # type: ignore[arg-type]
-                    if isinstance(tail, CloseReason):
-                        raise self._ext_error(tail)
-                    if tail:
-                        chunk += tail
+        if self._compressed:
+            deflate = self._deflate
+            assert deflate is not None
+            chunk = deflate.inflate(chunk)
+            if done and self._fin:
+                chunk += deflate.end_message()
         self._total += len(chunk)
         if self.max_size and self._total > self.max_size:
             raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {self.max_size}")
@@ -340,13 +326,6 @@ class FrameDriver:
             if last:
                 out.append(self._join())
 
-    def _ext_error(self, reason: CloseReason) -> WebSocketError:
-        if reason == CloseReason.MESSAGE_TOO_BIG:
-            return WebSocketError(_TOO_BIG, f"Message size exceeds limit {self.max_size}")
-        if reason == CloseReason.INVALID_FRAME_PAYLOAD_DATA:
-            return WebSocketError(_INVALID_DATA, "Invalid compressed data")
-        return WebSocketError(int(reason), "error in extension")
-
     def _join(self) -> WSMessage:
         parts = self._parts
         if self._msg_op == 0x1:
@@ -362,11 +341,15 @@ class FrameDriver:
 
     def encode(self, data: str | bytes | bytearray | memoryview) -> bytes | bytearray:
         """The frame bytes for one complete TEXT (``str``) or BINARY message."""
-        if self._tx is not None:
-            return self._tx.send_data(data)  # type: ignore[arg-type]
-        if isinstance(data, str):
-            return self._frame(0x81, data.encode())
-        return self._frame(0x82, data)
+        first = 0x81 if isinstance(data, str) else 0x82
+        payload = data.encode() if isinstance(data, str) else data
+        deflate = self._deflate
+        if deflate is not None:
+            if deflate.skip_next:
+                deflate.skip_next = False
+            else:
+                return self._frame(first | 0x40, deflate.compress(payload))
+        return self._frame(first, payload)
 
     def encode_ping(self, payload: bytes) -> bytes | bytearray:
         """The frame bytes for a PING; raises ValueError past 125 bytes."""
