@@ -2,10 +2,12 @@
 
 Run it and open the printed address in two browser tabs::
 
-    python examples/chat_server.py [--host 127.0.0.1] [--port 8080]
+    python examples/chat_server.py [--host 127.0.0.1] [--port 8080] [--heartbeat 30]
 
 ``--port 0`` picks a free port; the server prints the address it serves on either way
-(``======== Running on http://127.0.0.1:8080 ========``).
+(``======== Running on http://127.0.0.1:8080 ========``). ``--heartbeat SECONDS`` is how long
+a connection may be silent before the server pings it (30; ``0`` turns the pings off); a page
+that does not answer within half that again is disconnected.
 
 The page (``chat.html``, next to this file) connects to ``/ws`` on the host that served it,
 asks for a name, shows who is online, and reconnects with backoff when the server restarts.
@@ -59,6 +61,7 @@ MAX_MESSAGE_LENGTH = 2000
 OUTBOX_SIZE = 64  # messages queued for one client before it counts as too slow
 SEND_TIMEOUT = 10.0  # seconds one send may take before the client counts as too slow
 CLOSE_TIMEOUT = 5.0  # seconds to wait for a disconnected client's close reply
+HEARTBEAT = 30.0  # seconds of silence before the server pings a client
 
 
 @dataclass(eq=False)
@@ -130,6 +133,7 @@ class ChatRoom:
 
 
 CHAT_ROOM = "chat_room"  # the application state key for its ChatRoom
+CHAT_HEARTBEAT = "chat_heartbeat"  # ... and for the heartbeat (seconds, or None for none)
 
 
 def clean_name(raw: object) -> str:
@@ -234,7 +238,7 @@ async def read_messages(room: ChatRoom, client: Client) -> None:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(heartbeat=request.app[CHAT_HEARTBEAT], max_msg_size=64 * 1024)
     await ws.prepare(request)
 
     room = request.app[CHAT_ROOM]
@@ -270,10 +274,17 @@ async def index_handler(request: web.Request) -> web.Response:
     return web.Response(text=CHAT_PAGE, content_type="text/html")
 
 
-def build_app() -> web.Application:
-    """The chat application, with a room of its own."""
+def build_app(heartbeat: float | None = HEARTBEAT) -> web.Application:
+    """The chat application, with a room of its own.
+
+    ``heartbeat`` is how many idle seconds pass before the server pings a client (None: never).
+    Raises ValueError if it is not positive.
+    """
+    if heartbeat is not None and not heartbeat > 0:
+        raise ValueError(f"heartbeat must be positive or None, not {heartbeat!r}")
     app = web.Application()
     app[CHAT_ROOM] = ChatRoom()
+    app[CHAT_HEARTBEAT] = heartbeat
     app.router.add_get("/", index_handler)
     app.router.add_get("/ws", websocket_handler)
     return app
@@ -283,12 +294,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port, 0 for any free (8080)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT,
+        metavar="SECONDS",
+        help=f"ping a client after this many idle seconds, 0 for never ({HEARTBEAT:g})",
+    )
     args = parser.parse_args(argv)
+    if not args.heartbeat >= 0:  # also rejects nan
+        parser.error(f"--heartbeat must be 0 or more, not {args.heartbeat:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Prints "======== Running on http://127.0.0.1:8080 ========" with the port it bound, and
     # shuts down gracefully on Ctrl-C or SIGTERM: every browser gets 1001 and reconnects.
     web.run_app(
-        build_app(), host=args.host, port=args.port, print=functools.partial(print, flush=True)
+        build_app(heartbeat=args.heartbeat or None),
+        host=args.host,
+        port=args.port,
+        print=functools.partial(print, flush=True),
     )
 
 

@@ -37,9 +37,10 @@ WAIT = 15.0  # seconds any single page condition may take
 RECONNECT_WAIT = 30.0  # the page backs off up to 10 s between attempts
 
 # One round trip instead of one per element: [[className, "Author: text"], ...] of the log,
-# without the time stamps.
+# without the time stamps. With the argument "opener" it reads the page that opened this one.
 READ_LOG_JS = """
-return Array.from(document.querySelectorAll('#messages li'), (li) => [
+const doc = arguments[0] === 'opener' ? window.opener.document : document;
+return Array.from(doc.querySelectorAll('#messages li'), (li) => [
   li.className,
   Array.from(li.childNodes)
     .filter((node) => !(node.classList && node.classList.contains('time')))
@@ -52,8 +53,9 @@ return Array.from(document.querySelectorAll('#messages li'), (li) => [
 class ChatServer:
     """``examples/chat_server.py`` in a subprocess; stderr (its log) goes to a file."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *options: str) -> None:
         self.log_path = log_path
+        self.options = options  # command-line options beyond --host and --port
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -68,7 +70,7 @@ class ChatServer:
         with self.log_path.open("a") as log:
             command = [sys.executable, "-u", str(CHAT_SERVER), "--host", "127.0.0.1"]
             self.process = subprocess.Popen(
-                [*command, "--port", str(port)],
+                [*command, "--port", str(port), *self.options],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -177,8 +179,9 @@ def wait_for(driver: Any, what: str, condition: Callable[[Any], Any], timeout: f
         pytest.fail(f"timed out after {timeout} s waiting for {what}\npage log: {log(driver)}")
 
 
-def log(driver: Any) -> list[tuple[str, str]]:
-    return [(kind, text) for kind, text in driver.execute_script(READ_LOG_JS)]
+def log(driver: Any, page: str = "") -> list[tuple[str, str]]:
+    """The message log of the driver's page, or with ``page="opener"`` of the page it opened."""
+    return [(kind, text) for kind, text in driver.execute_script(READ_LOG_JS, page)]
 
 
 def status(driver: Any) -> str:
@@ -301,3 +304,136 @@ def test_page_reconnects_after_server_restart(
     assert users(page) == ["Carol"]
     say(page, "after the restart")
     wait_for_line(page, "message", "after the restart")
+
+
+HEARTBEAT = 1.0  # seconds: the server pings a page after this much silence
+# Idle time, the point of the test rather than a wait for something: long enough for the
+# server to ping every page three times and for each page to answer, so that the messages
+# after it follow a pong. No page exposes the pings to scripts, so there is nothing to count.
+IDLE = 3.5 * HEARTBEAT
+BURST = 200  # messages one page sends at once
+
+# Where the page keeps its own state (top-level `let`s of chat.html's script): the WebSocket
+# it opened first, every visibility change with the number of log lines at that moment.
+WATCH_JS = """
+window.firstSocket = ws;
+window.visibility = [];
+document.addEventListener('visibilitychange', () => visibility.push(
+  [document.visibilityState, document.querySelectorAll('#messages li').length]));
+return [ws.extensions, document.visibilityState];
+"""
+# Submits every text through the page's own message form, without waiting in between.
+SEND_ALL_JS = """
+const input = document.getElementById('message');
+const form = document.getElementById('message-form');
+for (const text of arguments[0]) {
+  input.value = text;
+  form.requestSubmit();
+}
+"""
+# What the page says about its connection: still the first WebSocket, and open?
+CONNECTION_JS = """
+return {
+  same: ws === window.firstSocket,
+  open: ws !== null && ws.readyState === WebSocket.OPEN,
+  failures: document.getElementById('status').dataset.failures,
+};
+"""
+
+
+def wait_for_messages(driver: Any, expected: list[str], server: ChatServer, page: str = "") -> None:
+    """Wait until the log's chat lines are ``expected``.
+
+    Fails at once when the page shows an error (such as "Connection lost") or that somebody
+    left, which here means a connection dropped.
+    """
+
+    def arrived(d: Any) -> bool:
+        lines = log(d, page)
+        trouble = [t for k, t in lines if "error" in k.split() or "left the chat" in t]
+        if trouble:
+            pytest.fail(f"the page shows {trouble}\n{server.log()}")
+        return [text for kind, text in lines if "message" in kind.split()] == expected
+
+    wait_for(driver, f"{len(expected)} chat lines ending {expected[-1:]}", arrived)
+
+
+def test_idle_hidden_and_busy_pages_keep_their_connection(
+    open_page: Callable[[str], Any], tmp_path: Path
+) -> None:
+    """The demo as people use it: two tabs, idle for a while, one hidden, one chatty.
+
+    Chromium negotiates permessage-deflate, the server pings idle pages, the pages answer with
+    pongs, and the next compressed message must still be inflated. Every message reaches both
+    pages, and neither page ever loses its connection.
+    """
+    server = ChatServer(tmp_path / "chat_server.log", "--heartbeat", str(HEARTBEAT))
+    server.start()
+    try:
+        alice = open_page(server.url)
+        bob = open_page(server.url)
+        join(alice, "Alice")
+        join(bob, "Bob")
+        for page in (alice, bob):
+            assert page.execute_script(WATCH_JS) == ["permessage-deflate", "visible"]
+        chat: list[str] = []
+
+        time.sleep(IDLE)  # both pages idle across several heartbeats
+        say(alice, "Still there after a few pings?")
+        chat.append("Alice: Still there after a few pings?")
+        wait_for_messages(bob, chat, server)
+        say(bob, "Still here.")
+        chat.append("Bob: Still here.")
+        wait_for_messages(alice, chat, server)
+
+        # Alice opens another tab in front of the chat, which is hidden from then on. That
+        # blank tab can read the chat tab (its opener) without bringing it to the front.
+        alice_chat = alice.current_window_handle
+        alice.execute_script("window.open('about:blank', '_blank');")
+        wait_for(alice, "the second tab", lambda d: len(d.window_handles) == 2)
+        alice.switch_to.window(next(h for h in alice.window_handles if h != alice_chat))
+        hidden = "return window.opener.document.visibilityState;"
+        wait_for(alice, "the chat tab to be hidden", lambda d: d.execute_script(hidden) == "hidden")
+
+        time.sleep(IDLE)  # idle again, Alice's page hidden all along
+        burst = [f"burst {n:03d} of {BURST}" for n in range(BURST)]
+        bob.execute_script(SEND_ALL_JS, burst)
+        chat += [f"Bob: {text}" for text in burst]
+        wait_for_messages(bob, chat, server)
+        wait_for_messages(alice, chat, server, page="opener")
+        assert alice.execute_script(hidden) == "hidden"
+
+        alice.close()  # the blank tab: the chat tab is in front again
+        alice.switch_to.window(alice_chat)
+        wait_for(
+            alice,
+            "the chat tab to be visible",
+            lambda d: d.execute_script("return document.visibilityState;") == "visible",
+        )
+        say(alice, "Back, did I miss anything?")
+        chat.append("Alice: Back, did I miss anything?")
+        wait_for_messages(bob, chat, server)
+        wait_for_messages(alice, chat, server)
+
+        # The chat tab was hidden before the burst and visible again after all of it arrived.
+        visibility = alice.execute_script("return window.visibility;")
+        assert [state for state, _ in visibility] == ["hidden", "visible"], visibility
+        assert visibility[1][1] - visibility[0][1] >= BURST, visibility
+        for page, name in ((alice, "Alice"), (bob, "Bob")):
+            assert page.execute_script(CONNECTION_JS) == {
+                "same": True,
+                "open": True,
+                "failures": "0",
+            }, f"{name}'s page reconnected"
+            assert [t for _, t in log(page) if "Welcome" in t] == [f"Welcome {name}!"]
+            assert not [t for k, t in log(page) if "error" in k.split()]
+            assert status(page) == "open"
+        assert users(alice) == users(bob) == ["Alice", "Bob"]
+        # The server saw two joins, no leave, and nothing went wrong (before it stops, which
+        # makes everybody leave).
+        server_log = server.log()
+        assert server_log.count("joined the chat") == 2, server_log
+        for trouble in ("left the chat", "ERROR", "WARNING", "Traceback"):
+            assert trouble not in server_log, server_log
+    finally:
+        server.stop()

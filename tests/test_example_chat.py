@@ -323,6 +323,34 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(
             assert 0 < lines < sent
 
 
+async def test_heartbeat_sets_how_soon_an_idle_client_is_pinged(nursery: trio.Nursery) -> None:
+    assert chat_server.build_app()[chat_server.CHAT_HEARTBEAT] == 30  # the default, as before
+    site = await nursery.start(web.serve, chat_server.build_app(heartbeat=0.1), "127.0.0.1", 0)
+    async with (
+        trio_ws.ClientSession() as session,
+        session.ws_connect(f"ws://127.0.0.1:{site.port}/ws", autoping=False) as ws,
+    ):
+        with trio.fail_after(TIMEOUT):  # far less than the default 30 s
+            msg = await ws.receive()
+        assert msg.type == WSMsgType.PING, msg
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_heartbeat_must_be_positive_or_none(value: float) -> None:
+    with pytest.raises(ValueError, match="heartbeat must be positive"):
+        chat_server.build_app(heartbeat=value)
+
+
+@pytest.mark.parametrize("argument", ["-1", "nan", "soon"])
+def test_heartbeat_option_rejects_what_is_no_duration(
+    argument: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        chat_server.main(["--heartbeat", argument])
+    assert exit_.value.code == 2
+    assert "--heartbeat" in capsys.readouterr().err
+
+
 async def test_script_prints_its_address_and_shuts_down_gracefully() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
