@@ -275,10 +275,15 @@ class FrameDriver:
                 compressed = self._compressed
             if max_size and not compressed and total + length > max_size:
                 raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
-            if fin and opcode and not compressed and end >= stop:
+            if fin and opcode and end >= stop:
                 # Hot path: a whole one-frame message.
                 payload = _payload(view, start, stop, masked)
                 pos = stop
+                if compressed:
+                    assert deflate is not None
+                    payload = deflate.inflate(payload) + deflate.end_message()
+                    if max_size and len(payload) > max_size:
+                        raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
                 if opcode == 0x1:
                     try:
                         append(WSMessage(_TEXT, payload.decode(), ""))
