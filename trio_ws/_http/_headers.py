@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["Headers"]
+__all__ = ["Headers", "OutgoingHeaders", "check_header"]
 
 # Header names and whole (name, value) pairs that most requests and responses
 # carry, decoded once per process: a parsed head then shares these strings and
@@ -56,6 +57,43 @@ for _name, _value in (
     for _spelling in (_name, _name.lower()):
         _PAIRS[(_spelling.encode("latin-1"), _value.encode("latin-1"))] = (_spelling, _value)
 del _name, _value, _spelling
+
+
+# RFC 9110 token characters (a header name), and the characters a header value
+# must not hold: controls other than tab (CR and LF would split the header),
+# and DEL. Past those, a value must be ASCII: RFC 9110 leaves other bytes
+# opaque, and peers decode them differently (latin-1, UTF-8, or not at all).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header(name: str, value: str) -> None:
+    """Check that ``name: value`` can be written in an HTTP/1.1 head.
+
+    Raises ``TypeError`` when either is not a ``str``, and ``ValueError``,
+    naming the header, for a name that is not an RFC 9110 token, or a value
+    that holds CR, LF, NUL or another control character, or a character
+    outside ASCII (such as ``"José"``: percent-encode it, or use RFC 8187's
+    ``name*=UTF-8''...`` form where the header allows it).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"header name must be str, not {type(name).__name__}: {name!r}")
+    if not isinstance(value, str):
+        raise TypeError(f"header {name!r}: value must be str, not {type(value).__name__}")
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name!r}: not an HTTP token")
+    bad = _BAD_VALUE.search(value)
+    if bad is not None:
+        raise ValueError(
+            f"header {name!r}: value {value!r} has the control character {bad.group()!r} "
+            f"(CR, LF and NUL would break the response head)"
+        )
+    if not value.isascii():
+        char = next(c for c in value if not c.isascii())
+        raise ValueError(
+            f"header {name!r}: value {value!r} is not ASCII ({char!r} cannot be sent "
+            f"as is in an HTTP/1.1 header; percent-encode it)"
+        )
 
 
 def _decode_pair(pair: tuple[bytes, bytes]) -> tuple[str, str]:
@@ -137,3 +175,33 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+class OutgoingHeaders(Headers):
+    """Headers that will be written: each pair is checked when it is set.
+
+    As :class:`Headers`, plus ``headers[name] = value`` (replaces every value
+    of ``name``) and ``del headers[name]``. :meth:`add` and item assignment
+    raise ``ValueError`` (naming the header) or ``TypeError`` for a pair
+    that cannot be written, see :func:`check_header`.
+    """
+
+    __slots__ = ()
+
+    def add(self, key: str, value: str) -> None:
+        """Append a value for ``key``; raises as :func:`check_header` for a bad pair."""
+        check_header(key, value)
+        self._items.append((key, value))
+
+    def __setitem__(self, key: str, value: str) -> None:
+        check_header(key, value)
+        lower = key.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        self._items.append((key, value))
+
+    def __delitem__(self, key: str) -> None:
+        lower = key.lower()
+        kept = [(k, v) for k, v in self._items if k.lower() != lower]
+        if len(kept) == len(self._items):
+            raise KeyError(key)
+        self._items = kept

@@ -10,11 +10,16 @@ h11 state is dropped (an upgraded connection keeps nothing of its HTTP past).
 
 Bad input never raises anything but :class:`HTTPInputError` carrying the
 status to answer (400, 408, 413, 431, ...), so the caller can answer it and
-close this one connection.
+close this one connection. A response that cannot be written (a status out
+of range, a header h11 refuses) raises ``ValueError`` before any byte of it
+is sent; :meth:`ServerHTTPConnection.send_error` can still answer 500 then.
+Once the peer is gone (a read or write failed) or the protocol switched,
+:attr:`~ServerHTTPConnection.can_respond` is False: nothing more is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -22,7 +27,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from ._headers import Headers
+from ._headers import Headers, check_header
 
 __all__ = ["HTTPInputError", "RawRequest", "ServerHTTPConnection"]
 
@@ -33,6 +38,9 @@ _METHODS = {
     m.encode("ascii"): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
+
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def _phrase(status: int) -> bytes:
@@ -69,8 +77,10 @@ class ServerHTTPConnection:
         "_h11",
         "_head_timeout",
         "_keepalive_timeout",
+        "_lost",
         "_max_head_size",
         "_max_headers",
+        "_spoilt",
         "stream",
     )
 
@@ -93,6 +103,11 @@ class ServerHTTPConnection:
         self._head_timeout = head_timeout
         self._keepalive_timeout = keepalive_timeout
         self._first = True
+        # The stream failed (peer gone): nothing more can be read or written.
+        self._lost = False
+        # h11 refused a response of ours before any of it was written: its
+        # state is ERROR, but a hand-written 500 can still go out.
+        self._spoilt = False
 
     @property
     def _conn(self) -> h11.Connection:
@@ -101,9 +116,25 @@ class ServerHTTPConnection:
             raise RuntimeError("the connection switched protocols: HTTP is over")
         return conn
 
+    @property
+    def lost(self) -> bool:
+        """True once a read or write on the stream failed: the peer is gone."""
+        return self._lost
+
     async def _read_into_h11(self) -> None:
-        data = await self.stream.receive_some(READ_SIZE)
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except _STREAM_ERRORS:
+            self._lost = True
+            raise
         self._conn.receive_data(data)  # type: ignore[arg-type]
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except _STREAM_ERRORS:
+            self._lost = True
+            raise
 
     def _next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
         try:
@@ -144,7 +175,7 @@ class ServerHTTPConnection:
             with trio.move_on_at(deadline):
                 try:
                     await self._read_into_h11()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                except _STREAM_ERRORS:
                     return None
                 if head_deadline is None:
                     head_deadline = trio.current_time() + self._head_timeout
@@ -166,7 +197,13 @@ class ServerHTTPConnection:
         )
 
     async def read_body(self, limit: int) -> bytes:
-        """Read the request body; raises :class:`HTTPInputError` 413 past ``limit`` bytes."""
+        """Read the request body.
+
+        Raises :class:`HTTPInputError` 413 past ``limit`` bytes and 400 for a
+        broken body, ``trio.TooSlowError`` after ``3 * head_timeout`` without
+        a byte, and the stream's error (``trio.BrokenResourceError``, ...)
+        when the peer is gone (:attr:`lost` is then True).
+        """
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -212,47 +249,84 @@ class ServerHTTPConnection:
     def keep_alive(self) -> bool:
         """True when another request may follow on this connection."""
         conn = self._h11
-        return conn is not None and conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        return (
+            conn is not None
+            and not self._lost
+            and conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+        )
 
     @property
     def can_respond(self) -> bool:
-        """True while a response may still be started."""
+        """True while a response may still be started (not after the peer left)."""
         conn = self._h11
-        return conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        return (
+            conn is not None and not self._lost and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        )
 
     async def send_response(
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
     ) -> None:
-        """Write a complete response; ``close`` adds ``Connection: close``."""
+        """Write a complete response; ``close`` adds ``Connection: close``.
+
+        Raises ``ValueError`` for a response that cannot be written: a status
+        outside 200-999, a header refused by :func:`check_header` (the message
+        names it) or by h11 (e.g. a ``Content-Length`` that is not the body's
+        length). Nothing is written then, and :meth:`send_error` can still
+        answer. Raises ``RuntimeError`` when no response can be started (see
+        :attr:`can_respond`), and the stream's error if the write fails.
+        """
         if close:
             headers = [*headers, ("Connection", "close")]
+        if not self.can_respond:
+            raise RuntimeError("no response can be sent on this connection now")
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 999:
+            raise ValueError(f"response status must be an int in 200-999, not {status!r}")
+        wire = self._encode_headers(self._header_list(headers, len(body)))
         conn = self._conn
-        head = conn.send(
-            h11.Response(
-                status_code=status,
-                headers=self._header_list(headers, len(body)),
-                reason=_phrase(status),
-            )
-        )
-        data = conn.send(h11.Data(data=body)) if body else b""
-        end = conn.send(h11.EndOfMessage())
-        await self.stream.send_all(b"".join((head or b"", data or b"", end or b"")))
+        try:
+            head = conn.send(h11.Response(status_code=status, headers=wire, reason=_phrase(status)))
+            data = conn.send(h11.Data(data=body)) if body else b""
+            end = conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            self._spoilt = True
+            raise ValueError(f"response cannot be sent: {exc}") from None
+        await self._write(b"".join((head or b"", data or b"", end or b"")))
+
+    @staticmethod
+    def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+        """Check each header and encode it; ``ValueError``/``TypeError`` name a bad one."""
+        out = []
+        for name, value in headers:
+            check_header(name, value)
+            out.append((name.encode("ascii"), value.strip(" \t").encode("ascii")))
+        return out
 
     async def send_error(self, status: int, reason: str) -> None:
-        """Best-effort plain-text error response that closes the connection."""
+        """Best-effort plain-text error response that closes the connection.
+
+        Sends nothing once the peer is gone or a response was started; after
+        a response that :meth:`send_response` refused, writes the error by
+        hand. Never raises.
+        """
+        body = f"{status}: {reason}".encode("ascii", "replace")
+        if self._spoilt and not self._lost:
+            self._spoilt = False
+            head = (
+                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\nServer: trio_ws\r\n\r\n"
+                % (status, _phrase(status), len(body))
+            )
+            with contextlib.suppress(*_STREAM_ERRORS):
+                await self._write(head + body)
+            return
         if not self.can_respond:
             return
-        body = f"{status}: {reason}".encode()
         try:
             await self.send_response(
                 status, [("Content-Type", "text/plain; charset=utf-8")], body, close=True
             )
-        except (
-            h11.LocalProtocolError,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            OSError,
-        ):
+        except (ValueError, *_STREAM_ERRORS):
             return
 
     async def switch_protocols(self, headers: list[tuple[str, str]]) -> bytes:
@@ -261,17 +335,31 @@ class ServerHTTPConnection:
         After this, the stream carries the new protocol: the h11 state (its
         buffer, the request) is released, and the HTTP methods no longer apply
         (``keep_alive`` and ``can_respond`` are False, ``next_request()``
-        returns None, the others raise ``RuntimeError``).
+        returns None, the others raise ``RuntimeError``), even when the write
+        fails. Raises :class:`HTTPInputError` (400) for an upgrade request
+        with a body (nothing is written: the caller can answer it),
+        ``ValueError`` for a header that cannot be written (nothing is
+        written: :meth:`send_error` can answer), and the stream's error
+        (``trio.BrokenResourceError``, ...) when the peer is gone.
         """
         conn = self._conn
-        data = conn.send(
-            h11.InformationalResponse(
-                status_code=101,
-                headers=self._header_list(headers, None),
-                reason=b"Switching Protocols",
+        # A request without a body ends at once: h11 then waits for our answer
+        # to the upgrade. Bytes after a body would be fed to the new protocol.
+        while conn.their_state is h11.SEND_BODY:
+            event = self._next_event()
+            if not isinstance(event, h11.EndOfMessage):
+                raise HTTPInputError(400, "an upgrade request must not have a body")
+        wire = self._encode_headers(self._header_list(headers, None))
+        try:
+            data = conn.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=wire, reason=b"Switching Protocols"
+                )
             )
-        )
+        except h11.LocalProtocolError as exc:
+            self._spoilt = True
+            raise ValueError(f"101 response cannot be sent: {exc}") from None
         trailing = bytes(conn.trailing_data[0])
         self._h11 = None
-        await self.stream.send_all(data or b"")
+        await self._write(data or b"")
         return trailing

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import trio
+
+from .._exceptions import ClientConnectionResetError
 from .._http._headers import Headers
 from .._http._server import HTTPInputError, RawRequest
 from ._response import HTTPBadRequest, HTTPRequestEntityTooLarge
@@ -88,7 +91,10 @@ class Request:
         """The whole body (cached after the first call).
 
         Raises ``HTTPRequestEntityTooLarge`` (413) past the application's
-        ``client_max_size`` and ``HTTPBadRequest`` (400) for a broken body.
+        ``client_max_size``, ``HTTPBadRequest`` (400) for a broken body,
+        ``trio.TooSlowError`` when the client stops sending it for 3 *
+        ``head_timeout``, and :class:`~trio_ws.ClientConnectionResetError`
+        when the client is gone.
         """
         if self._body is None:
             try:
@@ -97,6 +103,8 @@ class Request:
                 if exc.status == 413:
                     raise HTTPRequestEntityTooLarge(text=str(exc)) from None
                 raise HTTPBadRequest(text=str(exc)) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ClientConnectionResetError("Connection lost") from exc
         return self._body
 
     async def text(self) -> str:

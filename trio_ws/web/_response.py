@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from .._http._headers import Headers
+from .._http._headers import OutgoingHeaders
 
 __all__ = [
     "HTTPBadRequest",
@@ -40,6 +40,11 @@ class StreamResponse:
     """Base of every response a handler returns: a status and headers.
 
     ``WebSocketResponse`` derives from it so a handler can return either.
+    ``headers`` checks each header as it is set (``add()``, ``headers[name] =
+    value``, or the ``headers`` argument): a name that is not an HTTP token,
+    or a value with CR, LF, another control character or a non-ASCII
+    character raises ``ValueError`` naming the header; a non-``str`` raises
+    ``TypeError``.
     """
 
     def __init__(
@@ -51,7 +56,7 @@ class StreamResponse:
     ) -> None:
         self.status = status
         self.reason = reason or _reason(status)
-        self.headers = Headers(headers)
+        self.headers = OutgoingHeaders(headers)
 
     @property
     def prepared(self) -> bool:

@@ -16,9 +16,17 @@ stop accepting, run ``on_shutdown`` hooks, close idle keep-alive connections,
 send 1001 GOING_AWAY to every open WebSocket, wait up to ``shutdown_timeout``
 for handlers to return, cancel what is left, run ``on_cleanup`` hooks.
 
-A handler's failure affects only its own connection: before ``prepare()`` it
-becomes a 500 response (traceback logged, never sent); after ``prepare()`` the
-WebSocket is closed with 1011 INTERNAL_ERROR.
+Isolation: nothing that goes wrong in one connection leaves its task. A
+handler's failure becomes a 500 response before ``prepare()`` (traceback
+logged, never sent) and closes the WebSocket with 1011 INTERNAL_ERROR after
+it. A response that cannot be written (a bad status or header) is logged and
+answered 500. Any other unexpected error, in the HTTP layer or in a
+WebSocket's own tasks, is logged once with its traceback on the
+``trio_ws.server`` logger, and the connection is closed: with 1011 if its
+WebSocket is open, with a 500 if HTTP can still answer, plainly otherwise. A
+client that goes away at any point (a reset, a half-close) just ends its
+connection, without a traceback. So ``serve`` ends only when cancelled or
+when a listener itself fails.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import ssl as _ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import trio
 
@@ -119,10 +127,54 @@ class _Connection:
 
     @property
     def nursery(self) -> trio.Nursery:
-        """Where a WebSocket's tasks run: the server's connection nursery."""
-        nursery = self.server.nursery
-        assert nursery is not None
-        return nursery
+        """Where a WebSocket's tasks run: the server's connection nursery, guarded
+        so that a failing task is logged instead of ending the server."""
+        guard = self.server.guard
+        assert guard is not None
+        return cast(trio.Nursery, guard)
+
+
+class _GuardedNursery:
+    """Starts tasks in the server's nursery; an error from one is logged, not raised.
+
+    The engine's tasks already record their own failures; this is the last
+    line that keeps an unforeseen one from cancelling every connection.
+    """
+
+    __slots__ = ("_nursery",)
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: object = None
+    ) -> None:
+        """As ``trio.Nursery.start_soon``, with ``fn``'s errors logged and contained."""
+        self._nursery.start_soon(_contained, fn, *args, name=name or fn)
+
+    async def start(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: object = None
+    ) -> Any:
+        """As ``trio.Nursery.start``, with ``fn``'s errors logged and contained."""
+
+        async def run(*a: object, task_status: trio.TaskStatus[Any]) -> None:
+            await _contained(functools.partial(fn, task_status=task_status), *a)
+
+        return await self._nursery.start(run, *args, name=name or fn)
+
+
+async def _contained(fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Run ``fn(*args)``; log an error from it instead of raising it (cancellation still raises)."""
+    try:
+        await fn(*args)
+    except Exception as exc:
+        logger.error("Internal error in a connection task %r", fn, exc_info=exc)
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(Exception)
+        if errors is not None:
+            logger.error("Internal error in a connection task %r", fn, exc_info=errors)
+        if rest is not None:
+            raise rest from None
 
 
 class _Server:
@@ -135,8 +187,10 @@ class _Server:
         self.app = app
         self.limits = limits
         self.ssl_context = ssl_context
-        # The nursery that runs every connection's task and every WebSocket's tasks.
+        # The nursery that runs every connection's task and every WebSocket's
+        # tasks, and what starts the latter there (see _GuardedNursery).
         self.nursery: trio.Nursery | None = None
+        self.guard: _GuardedNursery | None = None
         self._connections: set[_Connection] = set()
         self._count = 0
         self.stopping = False
@@ -147,6 +201,7 @@ class _Server:
         """Accept on every listener; each connection is a task in one nursery."""
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            self.guard = _GuardedNursery(nursery)
             for listener in listeners:
                 nursery.start_soon(self.accept_loop, listener, nursery)
 
@@ -163,57 +218,88 @@ class _Server:
             nursery.start_soon(self.handle_connection, stream)
 
     async def handle_connection(self, tcp: trio.SocketStream) -> None:
-        # Memory: this task lasts as long as its connection, and a WebSocket
-        # handler runs inside its frames, so the chain stays short: this
-        # function (the request loop), _call_handler, then the handler.
+        """Serve one TCP connection; nothing raised in it leaves this task but cancellation."""
         self._count += 1
         if self.all_done.is_set():
             self.all_done = trio.Event()
+        conn: _Connection | None = None
         try:
             conn = await self._open(tcp)
             if conn is None:
                 return
-            http = conn.http
             self._connections.add(conn)
-            try:
-                while not self.stopping:
-                    raw: RawRequest | None = None
-                    conn.scope = trio.CancelScope()  # idle: shutdown may cancel it
-                    with conn.scope:
-                        try:
-                            raw = await http.next_request()
-                        except HTTPInputError as exc:
-                            await http.send_error(exc.status, exc.reason)
-                            return
-                    conn.scope = None
-                    if raw is None:
-                        return
-                    request = Request(raw, self.app, conn, {})
-                    del raw
-                    response: StreamResponse
-                    try:
-                        handler, request.match_info = self.app.router.resolve(
-                            request.method, request.path
-                        )
-                    except HTTPException as exc:
-                        response = exc
-                    else:
-                        response = await self._call_handler(conn, request, handler)
-                    if not await self._respond(conn, request, response):
-                        return
-                    if not await http.discard_body(self.app.client_max_size):
-                        return
-                    if not http.keep_alive:
-                        return
-            except _STREAM_ERRORS:
-                pass
-            finally:
-                self._connections.discard(conn)
-                await trio.aclose_forcefully(http.stream)
+            await self._serve_requests(conn)
+        except _STREAM_ERRORS:
+            pass  # the client went away (reset, closed) while we read or wrote
+        except Exception as exc:
+            await self._internal_error(conn, exc)
+        except BaseExceptionGroup as group:
+            # Cancellation (or KeyboardInterrupt) along with errors: contain the errors.
+            errors, rest = group.split(Exception)
+            if errors is not None:
+                await self._internal_error(conn, errors)
+            if rest is not None:
+                raise rest from None
         finally:
+            if conn is not None:
+                self._connections.discard(conn)
+            await trio.aclose_forcefully(conn.http.stream if conn is not None else tcp)
             self._count -= 1
             if self._count == 0:
                 self.all_done.set()
+
+    async def _serve_requests(self, conn: _Connection) -> None:
+        # Memory: this task lasts as long as its connection, and a WebSocket
+        # handler runs inside its frames, so the chain stays short:
+        # handle_connection, this function (the request loop), _call_handler,
+        # then the handler.
+        http = conn.http
+        while not self.stopping:
+            raw: RawRequest | None = None
+            conn.scope = trio.CancelScope()  # idle: shutdown may cancel it
+            with conn.scope:
+                try:
+                    raw = await http.next_request()
+                except HTTPInputError as exc:
+                    await http.send_error(exc.status, exc.reason)
+                    return
+            conn.scope = None
+            if raw is None:
+                return
+            try:
+                request = Request(raw, self.app, conn, {})
+            except ValueError as exc:  # a request target urlsplit() cannot parse
+                await http.send_error(400, f"bad request target: {exc}")
+                return
+            del raw
+            response: StreamResponse | None
+            try:
+                handler, request.match_info = self.app.router.resolve(request.method, request.path)
+            except HTTPException as exc:
+                response = exc
+            else:
+                response = await self._call_handler(conn, request, handler)
+            if not await self._respond(conn, request, response):
+                return
+            if not await http.discard_body(self.app.client_max_size):
+                return
+            if not http.keep_alive:
+                return
+
+    async def _internal_error(self, conn: _Connection | None, exc: BaseException) -> None:
+        """Log an unexpected error once and close the connection as its state allows."""
+        peer = conn.peername if conn is not None else None
+        logger.error("Internal error on the connection from %s; closing it", peer, exc_info=exc)
+        if conn is None:
+            return
+        ws = conn.websocket
+        if ws is not None:
+            try:
+                await ws._owner_exit(exc)  # 1011 while the WebSocket is open
+            except Exception:
+                logger.exception("closing the WebSocket after an internal error failed")
+        else:
+            await conn.http.send_error(500, "Internal Server Error")
 
     async def _open(self, tcp: trio.SocketStream) -> _Connection | None:
         """Admit a new connection and do its TLS handshake; None (closed) when refused."""
@@ -258,55 +344,53 @@ class _Server:
             await http.send_error(503, "Too many connections")
         await trio.aclose_forcefully(tcp)
 
-    async def _respond(self, conn: _Connection, request: Request, response: StreamResponse) -> bool:
-        """Send a handler's (non-WebSocket) response; False when the connection must end."""
-        if conn.websocket is not None:
+    async def _respond(
+        self, conn: _Connection, request: Request, response: StreamResponse | None
+    ) -> bool:
+        """Send a handler's (non-WebSocket) response; False when the connection must end.
+
+        A response that cannot be written (its status, a header) is logged
+        and answered 500 instead; nothing is sent once the client is gone.
+        """
+        http = conn.http
+        if response is None or conn.websocket is not None or response.prepared:
             return False
-        if response.prepared:
+        if not http.can_respond:
             return False
         # A refused upgrade ends the connection: the client expected to switch.
         refused_upgrade = "upgrade" in request.headers.tokens("Connection")
-        if self.stopping or refused_upgrade:
-            response.headers.add("Connection", "close")
-        body = b"" if request.method == "HEAD" else response._body_bytes()
-        headers = response.headers.items_all()
-        if request.method == "HEAD" and isinstance(response, Response):
-            headers.append(("Content-Length", str(len(response.body))))
         try:
-            await conn.http.send_response(response.status, headers, body)
+            body = b"" if request.method == "HEAD" else response._body_bytes()
+            headers = response.headers.items_all()
+            if request.method == "HEAD" and isinstance(response, Response):
+                headers.append(("Content-Length", str(len(response.body))))
+            await http.send_response(
+                response.status, headers, body, close=self.stopping or refused_upgrade
+            )
         except _STREAM_ERRORS:
+            return False
+        except Exception:
+            logger.exception(
+                "The response to %s %s cannot be sent; answering 500", request.method, request.path
+            )
+            await http.send_error(500, "Internal Server Error")
             return False
         return not refused_upgrade
 
     async def _call_handler(
         self, conn: _Connection, request: Request, handler: Callable[[Request], Any]
-    ) -> StreamResponse:
-        ws: WebSocketResponse | None = None
+    ) -> StreamResponse | None:
+        """Run the handler; its response, or what its failure turns into (None: no answer)."""
         try:
             result = await handler(request)
+            if _is_websocket(result) and not result.prepared and conn.websocket is None:
+                # As aiohttp: a WebSocketResponse returned without prepare()
+                # is prepared here, then closed with 1000 below.
+                await result.prepare(request)
         except HTTPException as exc:
             result = exc
-        except ClientConnectionResetError as exc:
-            ws = conn.websocket
-            if ws is not None and ws.closed:
-                # A send after the connection closed (peer gone, shutdown): not a bug
-                # in the handler worth a traceback.
-                logger.info("WebSocket handler %s stopped: %s", request.path, exc)
-                await ws._owner_exit(None)
-                return ws
-            logger.exception("Error handling request %s %s", request.method, request.path)
-            if ws is None:
-                return Response(status=500, text="500: Internal Server Error")
-            await ws._owner_exit(exc)
-            return ws
         except Exception as exc:
-            ws = conn.websocket
-            if ws is None:
-                logger.exception("Error handling request %s %s", request.method, request.path)
-                return Response(status=500, text="500: Internal Server Error")
-            logger.exception("WebSocket handler %s raised; closing with 1011", request.path)
-            await ws._owner_exit(exc)
-            return ws
+            return await self._handler_failed(conn, request, exc)
         except BaseException as exc:
             ws = conn.websocket
             if ws is not None:
@@ -320,6 +404,27 @@ class _Server:
             logger.error("Handler for %s returned %r, not a response", request.path, type(result))
             return Response(status=500, text="500: Internal Server Error")
         return result
+
+    async def _handler_failed(
+        self, conn: _Connection, request: Request, exc: Exception
+    ) -> StreamResponse | None:
+        ws = conn.websocket
+        if ws is None:
+            if conn.http.lost and isinstance(exc, _STREAM_ERRORS):
+                # prepare() or request.read() found the client gone: nothing to answer.
+                logger.info("Client left during %s %s: %s", request.method, request.path, exc)
+                return None
+            logger.error("Error handling request %s %s", request.method, request.path, exc_info=exc)
+            return Response(status=500, text="500: Internal Server Error")
+        if isinstance(exc, ClientConnectionResetError) and ws.closed:
+            # A send after the connection closed (peer gone, shutdown): not a bug
+            # in the handler worth a traceback.
+            logger.info("WebSocket handler %s stopped: %s", request.path, exc)
+            await ws._owner_exit(None)
+            return ws
+        logger.error("WebSocket handler %s raised; closing with 1011", request.path, exc_info=exc)
+        await ws._owner_exit(exc)
+        return ws
 
     async def shutdown(self, timeout: float) -> None:
         """Stop gracefully: 1001 to every WebSocket, wait up to ``timeout`` for handlers."""
@@ -340,6 +445,12 @@ class _Server:
                     if not ws.closed:
                         nursery.start_soon(_going_away, ws)
             await self.all_done.wait()
+
+
+def _is_websocket(result: object) -> TypeGuard[WebSocketResponse]:
+    from ._ws import WebSocketResponse  # _ws imports this package's other modules
+
+    return isinstance(result, WebSocketResponse)
 
 
 async def _going_away(ws: WebSocketResponse) -> None:

@@ -7,9 +7,12 @@ import binascii
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import trio
 from wsproto.utilities import generate_accept_token
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE, WebSocketEngine
+from .._exceptions import ClientConnectionResetError
+from .._http._server import HTTPInputError
 from .._models import WebSocketReady
 from .._protocol._deflate import BoundedDeflate, server_accept
 from ._request import Request
@@ -177,14 +180,24 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         which the server turns into that response, for a request that is not
         a valid upgrade: 405 for a non-GET, 426 (with ``Upgrade: websocket``)
         for a plain HTTP request or (with ``Sec-WebSocket-Version: 13``) an
-        unsupported version, 400 for a bad ``Connection`` header or key, 403
-        for an ``Origin`` outside ``origins``.
+        unsupported version, 400 for a bad ``Connection`` header or key or a
+        request with a body, 403 for an ``Origin`` outside ``origins``.
+        Raises :class:`~trio_ws.ClientConnectionResetError` when the client
+        is gone (e.g. it reset the connection while the handler was still
+        authenticating it): the server then just closes the connection.
         """
         if self._prepared:
             return WebSocketReady(True, self._protocol)
         conn = request._conn
         headers, protocol, deflate = self._handshake(request)
-        trailing = await conn.http.switch_protocols(headers)
+        if conn.http.lost:
+            raise ClientConnectionResetError("Cannot write to closing transport")
+        try:
+            trailing = await conn.http.switch_protocols(headers)
+        except HTTPInputError as exc:
+            raise HTTPBadRequest(text=f"Handshake error: {exc.reason}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ClientConnectionResetError("Cannot write to closing transport") from exc
         self._prepared = True
         self._start(
             conn.nursery,
