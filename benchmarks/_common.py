@@ -21,6 +21,7 @@ import resource
 import sys
 import zlib
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 #: Largest message any peer must accept (``big1m`` sends 1 MiB).
 MAX_MSG_SIZE = 4 * 2**20
@@ -110,6 +111,19 @@ def emit(line: str) -> None:
     """Write one protocol line to the harness."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+#: Prefix of the stderr line in which a child names the file a module was imported from.
+IMPORTED = "IMPORTED"
+
+
+def report_import(module: ModuleType) -> None:
+    """Name on stderr (the run's log) the file ``module`` was imported from.
+
+    The harness records it for every run, and ``--compare`` checks that each side ran
+    the tree it was meant to run.
+    """
+    print(f"{IMPORTED} {module.__name__} {module.__file__}", file=sys.stderr, flush=True)
 
 
 def wait_for_harness() -> None:

@@ -9,12 +9,13 @@ import trio
 
 import trio_ws
 from benchmarks import _trio_driver
-from benchmarks._common import MAX_MSG_SIZE, client_args, raise_fd_limit
+from benchmarks._common import MAX_MSG_SIZE, client_args, raise_fd_limit, report_import
 from benchmarks._conn import Conn
 
 
 async def main() -> None:
     url, scenario, params = client_args()
+    report_import(trio_ws)
     async with trio_ws.ClientSession() as session:
 
         @asynccontextmanager

@@ -22,6 +22,7 @@ from benchmarks._common import (
     FIXED_PEER,
     FULL,
     IMPLS,
+    IMPORTED,
     LOWER_IS_BETTER,
     NO_DEFLATE,
     QUICK,
@@ -36,6 +37,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 BASELINE = "trio_ws"
+#: The implementations ``--compare`` runs on both sides of the comparison.
+COMPARE_IMPLS = ("trio_ws", "trio_ws_pure")
 SERVER_CPU = 0
 CLIENT_CPU = 1
 #: Cells whose runs spread by more than this fraction of the median are marked noisy.
@@ -63,12 +66,40 @@ IMPL_LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class Tree:
+    """Where the child processes of one side of a ``--compare`` run import ``trio_ws`` from.
+
+    ``path_first`` goes in front of ``PYTHONPATH`` and ``cwd`` is the children's working
+    directory (``python -m`` puts it first on ``sys.path``, ahead of ``PYTHONPATH``).  The
+    ``benchmarks`` package always comes from this working tree, so both sides run the same
+    harness.
+    """
+
+    label: str
+    name: str
+    cwd: Path
+    path_first: Path | None = None
+
+
+def child_env(tree: Tree | None = None) -> dict[str, str]:
+    """Environment of a benchmark child process (``tree`` picks where trio_ws comes from)."""
+    env = dict(os.environ)
+    first = [str(tree.path_first)] if tree is not None and tree.path_first is not None else []
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*first, str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.pop("PYTHONASYNCIODEBUG", None)
+    return env
+
+
 @dataclass
 class Run:
     side: str
     scenario: str
     impl: str
     repeat: int
+    tree: str = ""
     value: float | None = None
     unit: str = ""
     truncated: bool = False
@@ -79,12 +110,10 @@ class Run:
 class Child:
     """A benchmark subprocess whose stdout lines are read by a background thread."""
 
-    def __init__(self, argv: list[str], cpu: int | None, log: IO[bytes], stdin: bool) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        env.pop("PYTHONASYNCIODEBUG", None)
+    def __init__(
+        self, argv: list[str], cpu: int | None, log: IO[bytes], stdin: bool, tree: Tree | None
+    ) -> None:
+        env = child_env(tree)
 
         def pin() -> None:
             if cpu is not None:
@@ -92,7 +121,7 @@ class Child:
 
         self.proc = subprocess.Popen(
             [sys.executable, *argv],
-            cwd=REPO_ROOT,
+            cwd=REPO_ROOT if tree is None else tree.cwd,
             env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -154,13 +183,26 @@ def _pinning() -> tuple[int | None, int | None]:
     return cpus[SERVER_CPU], cpus[CLIENT_CPU]
 
 
-def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, logdir: Path) -> Run:
-    """One measurement: ``impl`` on ``side``, the fixed peer on the other side."""
-    run = Run(side, scenario, impl, repeat, unit=UNITS[scenario])
+def run_one(
+    side: str,
+    scenario: str,
+    impl: str,
+    repeat: int,
+    params: Params,
+    logdir: Path,
+    tree: Tree | None = None,
+) -> Run:
+    """One measurement: ``impl`` on ``side``, the fixed peer on the other side.
+
+    With ``tree``, the child running ``impl`` imports trio_ws from that tree (the fixed
+    peer's child does not import trio_ws, and runs the same way).
+    """
+    label = tree.label if tree is not None else ""
+    run = Run(side, scenario, impl, repeat, tree=label, unit=UNITS[scenario])
     server_impl = impl if side == "server" else FIXED_PEER
     client_impl = FIXED_PEER if side == "server" else impl
     server_cpu, client_cpu = _pinning()
-    log_path = logdir / f"{side}-{scenario}-{impl}-{repeat}.log"
+    log_path = logdir / f"{side}-{scenario}-{impl}{'-' + label if label else ''}-{repeat}.log"
     budget = params.max_time * 3 + 60
     started = time.monotonic()
     server = client = None
@@ -169,7 +211,7 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
             server_argv = ["-m", f"benchmarks.server_{server_impl}"]
             if params.compress:
                 server_argv.append("--compress")
-            server = Child(server_argv, server_cpu, log, stdin=False)
+            server = Child(server_argv, server_cpu, log, stdin=False, tree=tree)
             ready = server.next_line(60)
             if not ready.startswith("READY "):
                 raise RuntimeError(f"unexpected server output: {ready!r}")
@@ -183,7 +225,7 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
                 scenario,
                 *params_to_argv(params),
             ]
-            client = Child(client_argv, client_cpu, log, stdin=True)
+            client = Child(client_argv, client_cpu, log, stdin=True, tree=tree)
             measured = server if side == "server" else client
             rss: dict[str, int] = {}
             deadline = time.monotonic() + budget
@@ -211,8 +253,13 @@ def run_one(side: str, scenario: str, impl: str, repeat: int, params: Params, lo
             for child in (client, server):
                 if child is not None:
                     child.stop()
+    logged = log_path.read_text(errors="replace").strip().splitlines()
+    for line in logged:
+        words = line.split(maxsplit=2)
+        if len(words) == 3 and words[0] == IMPORTED and words[1] == "trio_ws":
+            run.detail["trio_ws_file"] = words[2]
     if run.error is not None:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
+        tail = logged[-8:]
         run.error += "\n    " + "\n    ".join(tail) if tail else ""
     return run
 
@@ -518,32 +565,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(SCENARIOS)}",
     )
     parser.add_argument(
-        "--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}"
+        "--impls",
+        default=None,
+        help=f"comma-separated subset of {','.join(IMPLS)} "
+        f"(with --compare: of {','.join(COMPARE_IMPLS)}, the default)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per cell (default 3, quick 1)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per cell (default 3, with --compare 5; quick 1)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        default=None,
+        help="run the working tree and git revision REV (checked out in a temporary worktree) "
+        "interleaved, trio_ws columns only, and print a before/after table",
     )
     parser.add_argument("--side", choices=("server", "client", "both"), default="both")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="output directory")
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    allowed = COMPARE_IMPLS if args.compare is not None else IMPLS
+    impls = ",".join(allowed) if args.impls is None else args.impls
+    args.impls = [i.strip() for i in impls.split(",") if i.strip()]
     for s in args.scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}")
     for i in args.impls:
-        if i not in IMPLS:
-            parser.error(f"unknown implementation {i!r}")
+        if i not in allowed:
+            what = "--compare runs only" if args.compare is not None else "known:"
+            parser.error(f"unknown implementation {i!r} ({what} {','.join(allowed)})")
     if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
+        args.repeats = 1 if args.quick else 5 if args.compare is not None else 3
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks the command line asks for; return the process exit code."""
     args = parse_args(argv)
     raise_fd_limit()
+    if args.compare is not None:
+        from benchmarks.compare import run_comparison
+
+        return run_comparison(args)
     started = time.monotonic()
     args.load_avg = {"start": os.getloadavg()[0]}
     if args.load_avg["start"] > 0.5:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import trio
 
-from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+import trio_ws
+from benchmarks._common import (
+    MAX_MSG_SIZE,
+    emit,
+    parse_bcast,
+    raise_fd_limit,
+    report_import,
+    server_args,
+)
 from trio_ws import WSMsgType, web
 
 
 async def main() -> None:
     args = server_args()
+    report_import(trio_ws)
     clients: set[web.WebSocketResponse] = set()
 
     async def broadcast(count: int, size: int) -> None:
