@@ -2,11 +2,12 @@
 
 ``Application`` and its router, ``Request``, ``Response``/``json_response``, the
 ``HTTP*`` exceptions, :class:`WebSocketResponse`, :func:`serve` (for
-``nursery.start``) and :func:`run_app`.
+``nursery.start``) and :func:`run_app`; route definitions (``get``, ``post``,
+``RouteTableDef``, ``static``), ``middleware`` and ``AppKey``.
 """
 
 from .._models import WebSocketReady, WSCloseCode, WSMessage, WSMsgType
-from ._app import Application, Route, Router
+from ._app import AppKey, Application, Middleware, Route, Router, middleware
 from ._request import Request
 from ._response import (
     HTTPBadRequest,
@@ -33,10 +34,26 @@ from ._response import (
     StreamResponse,
     json_response,
 )
+from ._routedef import (
+    AbstractRouteDef,
+    RouteDef,
+    RouteTableDef,
+    StaticDef,
+    delete,
+    get,
+    head,
+    patch,
+    post,
+    put,
+    route,
+    static,
+)
 from ._serve import ServerLimits, Site, run_app, serve
 from ._ws import WebSocketResponse
 
 __all__ = [
+    "AbstractRouteDef",
+    "AppKey",
     "Application",
     "HTTPBadRequest",
     "HTTPClientError",
@@ -70,7 +87,20 @@ __all__ = [
     "WSMsgType",
     "WebSocketReady",
     "WebSocketResponse",
+    "Middleware",
+    "RouteDef",
+    "RouteTableDef",
+    "StaticDef",
+    "delete",
+    "get",
+    "head",
     "json_response",
+    "middleware",
+    "patch",
+    "post",
+    "put",
+    "route",
     "run_app",
     "serve",
+    "static",
 ]
