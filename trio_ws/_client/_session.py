@@ -98,9 +98,14 @@ class ClientSession:
     Use it as ``async with ClientSession() as session:`` or create it plainly
     and ``await session.close()`` when done. ``headers`` are sent with every
     handshake. Inside ``async with``, ``ws = await session.ws_connect(url)``
-    also works: that WebSocket's tasks then live in the session's nursery and
-    are closed when the session ends (1000; 1001 if it is cancelled); outside it, use ``async with
-    session.ws_connect(url) as ws:``, whose block owns the tasks.
+    also works: that WebSocket's tasks then live in the session's nursery.
+    When the session ends, the WebSockets it still owns are closed
+    concurrently (1000, or 1011 if the block raised, each waiting at most its
+    ``timeout`` for the server's answer; 1001 if the block was cancelled), and
+    no task outlives the ``async with`` block. A WebSocket that has ended
+    (closed by either side or broken) is forgotten at once. Outside ``async
+    with``, use ``async with session.ws_connect(url) as ws:``, whose block
+    owns the tasks.
     """
 
     def __init__(
@@ -114,7 +119,9 @@ class ClientSession:
         self._closed = False
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
-        self._owned: list[ClientWebSocketResponse] = []
+        # The WebSockets opened by ``await ws_connect``, while they run (a dict
+        # keeps their order); each removes itself when its tasks have ended.
+        self._owned: dict[ClientWebSocketResponse, None] = {}
 
     @property
     def closed(self) -> bool:
@@ -133,8 +140,12 @@ class ClientSession:
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            for ws in self._owned:
-                await ws._owner_exit(exc)
+            owned = list(self._owned)
+            if owned:
+                # Concurrently: N unanswered closes take one ``timeout``, not N.
+                async with trio.open_nursery() as nursery:
+                    for ws in owned:
+                        nursery.start_soon(ws._owner_exit, exc)
         finally:
             self._closed = True
             cm, self._nursery_cm, self._nursery = self._nursery_cm, None, None
@@ -144,11 +155,19 @@ class ClientSession:
         return None
 
     async def close(self) -> None:
-        """Close the session and every WebSocket it owns (``await ws_connect`` ones)."""
-        for ws in self._owned:
-            if not ws.closed:
-                await ws.close()
+        """Close the session and every WebSocket it owns (``await ws_connect`` ones).
+
+        The WebSockets are closed concurrently with code 1000, each waiting at
+        most its ``timeout`` for the server's close frame (see
+        ``ClientWebSocketResponse.close``). Later ``ws_connect`` calls raise
+        ``RuntimeError``. Raises nothing else; cancellation propagates.
+        """
         self._closed = True
+        owned = [ws for ws in self._owned if not ws.closed]
+        if owned:
+            async with trio.open_nursery() as nursery:
+                for ws in owned:
+                    nursery.start_soon(ws.close)
 
     def ws_connect(
         self,
@@ -227,9 +246,8 @@ class ClientSession:
         )
         return _WSConnect(self, url, options)
 
-    async def _connect(
-        self, nursery: trio.Nursery, url: str, o: dict[str, Any]
-    ) -> ClientWebSocketResponse:
+    async def _connect(self, url: str, o: dict[str, Any]) -> _Handshaken:
+        """Connect and upgrade; on any failure nothing is left open."""
         if self._closed:
             raise RuntimeError("Session is closed")
         target, url_auth = _parse_url(url, o["params"])
@@ -294,23 +312,47 @@ class ClientSession:
         except BaseException:
             await trio.aclose_forcefully(response.stream)
             raise
-        ws = ClientWebSocketResponse(
-            timeout=o["timeout"],
-            receive_timeout=o["receive_timeout"],
-            autoclose=o["autoclose"],
-            autoping=o["autoping"],
-            heartbeat=o["heartbeat"],
-            max_msg_size=o["max_msg_size"],
-            **{k: o[k] for k in ("max_queue", "write_limit") if o[k] is not None},
-        )
-        ws._start(
-            nursery,
-            response.stream,
-            extensions=[deflate] if deflate is not None else None,
-            protocol=protocol,
-            trailing_data=response.trailing_data,
-        )
-        return ws
+        try:
+            ws = ClientWebSocketResponse(
+                timeout=o["timeout"],
+                receive_timeout=o["receive_timeout"],
+                autoclose=o["autoclose"],
+                autoping=o["autoping"],
+                heartbeat=o["heartbeat"],
+                max_msg_size=o["max_msg_size"],
+                **{k: o[k] for k in ("max_queue", "write_limit") if o[k] is not None},
+            )
+        except BaseException:
+            await trio.aclose_forcefully(response.stream)
+            raise
+        return _Handshaken(ws, response, protocol, deflate)
+
+    async def _run_owned(
+        self,
+        url: str,
+        o: dict[str, Any],
+        *,
+        task_status: trio.TaskStatus[ClientWebSocketResponse] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, then hold one session-owned WebSocket's tasks until they end.
+
+        Runs in the session's nursery (``nursery.start``: a failure to connect
+        is raised to the caller of ``ws_connect``). The WebSocket is in
+        ``_owned`` exactly while its tasks run.
+        """
+        handshaken = await self._connect(url, o)
+        ws = handshaken.ws
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                handshaken.start(nursery)
+                started = True
+                self._owned[ws] = None
+                task_status.started(ws)
+        finally:
+            self._owned.pop(ws, None)
+            if not started:
+                await handshaken.abort()
 
     @staticmethod
     def _check_upgrade(response: Any, key: bytes, o: dict[str, Any]) -> tuple[str | None, Any]:
@@ -351,6 +393,35 @@ class ClientSession:
         return protocol, deflate
 
 
+@dataclass
+class _Handshaken:
+    """A finished upgrade whose WebSocket has not started yet.
+
+    Its stream is open: :meth:`start` hands it to the WebSocket, whose tasks
+    close it when they end; :meth:`abort` closes it if it never starts.
+    """
+
+    ws: ClientWebSocketResponse
+    response: Any
+    protocol: str | None
+    deflate: Any
+
+    def start(self, nursery: trio.Nursery) -> ClientWebSocketResponse:
+        """Start the WebSocket's tasks in ``nursery``; they own the stream from here on."""
+        self.ws._start(
+            nursery,
+            self.response.stream,
+            extensions=[self.deflate] if self.deflate is not None else None,
+            protocol=self.protocol,
+            trailing_data=self.response.trailing_data,
+        )
+        return self.ws
+
+    async def abort(self) -> None:
+        """Close the stream of a WebSocket that was never started."""
+        await trio.aclose_forcefully(self.response.stream)
+
+
 class _WSConnect:
     """What ``ws_connect`` returns: an async context manager, or awaitable in a session."""
 
@@ -365,18 +436,22 @@ class _WSConnect:
         # The body runs inside the connection's nursery, but an exception from
         # it (or from connecting) is carried out of the nursery and re-raised
         # as it was, so callers never see it wrapped in an ExceptionGroup.
+        # Connecting happens before the nursery opens, so its errors need no unwrapping.
         error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            try:
-                ws = await self._session._connect(nursery, self._url, self._options)
-            except BaseException as exc:
-                error = exc
-            else:
+        handshaken = await self._session._connect(self._url, self._options)
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = handshaken.start(nursery)
+                started = True
                 try:
                     yield ws
                 except BaseException as exc:
                     error = exc
                 await ws._owner_exit(error)
+        finally:
+            if not started:
+                await handshaken.abort()
         if error is not None:
             raise error
 
@@ -404,6 +479,7 @@ class _WSConnect:
                 "await session.ws_connect(...) needs 'async with ClientSession()'; "
                 "otherwise use 'async with session.ws_connect(...) as ws:'"
             )
-        ws = await session._connect(session._nursery, self._url, self._options)
-        session._owned.append(ws)
+        ws: ClientWebSocketResponse = await session._nursery.start(
+            session._run_owned, self._url, self._options
+        )
         return ws

@@ -99,15 +99,19 @@ async def _exchange(
 ) -> tuple[h11.Response | h11.InformationalResponse, bytes, bytes]:
     """Send ``request``; return the response head, a bounded body and trailing bytes."""
     conn = h11.Connection(h11.CLIENT)
+    eof = False
+    got_any = False
+    head: h11.Response | h11.InformationalResponse | None = None
+    body: list[bytes] = []
+    size = 0
     try:
         await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
-        head: h11.Response | h11.InformationalResponse | None = None
-        body: list[bytes] = []
-        size = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 data = await stream.receive_some(65536)
+                eof = not data
+                got_any = got_any or not eof
                 conn.receive_data(data)  # type: ignore[arg-type]
                 continue
             if isinstance(event, h11.InformationalResponse):
@@ -120,17 +124,29 @@ async def _exchange(
                     return event, b"", bytes(conn.trailing_data[0])
                 continue
             if isinstance(event, h11.Data):
-                if size < _MAX_ERROR_BODY:
-                    body.append(bytes(event.data))
-                    size += len(event.data)
+                body.append(bytes(event.data))
+                size += len(event.data)
+                if size >= _MAX_ERROR_BODY:
+                    # Enough to report: a refusal with an endless body must
+                    # not hold the caller until the handshake timeout.
+                    assert head is not None  # h11 sends Data only after a Response
+                    return head, b"".join(body)[:_MAX_ERROR_BODY], b""
                 continue
             if event is h11.PAUSED or isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 if head is None:
-                    raise ServerConnectionError("Connection closed before a response")
-                return head, b"".join(body)[:_MAX_ERROR_BODY], b""
+                    raise ServerConnectionError("Server disconnected before a response")
+                return head, b"".join(body), b""
     except h11.RemoteProtocolError as exc:
+        if eof and head is not None:
+            # The body was cut short: the status is still the answer.
+            return head, b"".join(body), b""
+        if eof:
+            where = "in the middle of the response head" if got_any else "before a response"
+            raise ServerConnectionError(f"Server disconnected {where}") from exc
         raise ServerConnectionError(f"Invalid HTTP response: {exc}") from exc
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        if head is not None:
+            return head, b"".join(body), b""
         raise ServerConnectionError(f"Connection lost during the handshake: {exc}") from exc
     except OSError as exc:
         raise ClientOSError(f"Connection failed during the handshake: {exc}") from exc
