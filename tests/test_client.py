@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 import websockets.sync.server
 from wsproto.utilities import generate_accept_token
@@ -429,3 +430,142 @@ async def test_cancelled_block_sends_going_away() -> None:
             await done.wait()
         nursery.cancel_scope.cancel()
     assert seen == [WSCloseCode.GOING_AWAY]
+
+
+# ------------------------------------------------------------ session teardown
+
+
+@asynccontextmanager
+async def unanswering_server() -> AsyncIterator[tuple[int, list[bytearray]]]:
+    """Completes every upgrade, then reads and records everything and never answers.
+
+    It sends no close frame and never closes first: each client's ``close()``
+    waits its whole ``timeout``. Yields the port and, per connection, the
+    bytes the client sent after its request.
+    """
+    received: list[bytearray] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+        request, _, rest = data.partition(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        mine = bytearray(rest)
+        received.append(mine)
+        await stream.send_all(
+            GOOD_HEAD + b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+        )
+        try:
+            while chunk := await stream.receive_some(4096):
+                mine += chunk
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, handle, 0)
+        yield listeners[0].socket.getsockname()[1], received
+        nursery.cancel_scope.cancel()
+
+
+def close_codes(sent: bytes) -> list[int | None]:
+    """The codes of the close frames in what a client sent."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection
+
+    conn = Connection(ConnectionType.SERVER)
+    conn.receive_data(sent)
+    return [e.code for e in conn.events() if isinstance(e, CloseConnection)]
+
+
+def tasks_outside(skip: trio.Nursery) -> set[trio.lowlevel.Task]:
+    """Every task of this trio run, except those under the ``skip`` nursery (a server's)."""
+    found: set[trio.lowlevel.Task] = set()
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        found.add(task)
+        for nursery in task.child_nurseries:
+            if nursery is not skip:
+                for child in nursery.child_tasks:
+                    walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return found
+
+
+@pytest.mark.parametrize("how", ["session exit", "session.close()"])
+async def test_session_closes_its_websockets_concurrently(how: str) -> None:
+    timeout = 0.5
+    with trio.fail_after(10):
+        async with unanswering_server() as (port, received):
+            async with trio_ws.ClientSession() as session:
+                owned = [
+                    await session.ws_connect(f"ws://127.0.0.1:{port}/", timeout=timeout)
+                    for _ in range(4)
+                ]
+                start = trio.current_time()
+                if how == "session.close()":
+                    await session.close()
+                    elapsed = trio.current_time() - start
+                    assert session.closed
+            if how == "session exit":
+                elapsed = trio.current_time() - start
+    # One after another, four unanswered closes take 4 x 0.5 = 2 s.
+    assert timeout <= elapsed < 2 * timeout
+    for ws in owned:
+        assert ws.closed
+        assert ws.close_code == WSCloseCode.ABNORMAL_CLOSURE
+        assert isinstance(ws.exception(), trio_ws.WSTimeoutError)
+    assert [close_codes(bytes(sent)) for sent in received] == [[1000]] * 4
+
+
+async def test_session_forgets_websockets_that_ended() -> None:
+    from trio_ws import web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.data == "bye":
+                await ws.close(code=4000)
+            else:
+                await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    cycles = 30
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            site = await nursery.start(web.serve, app, "127.0.0.1", 0)
+            url = f"ws://127.0.0.1:{site.port}/"
+            before = tasks_outside(nursery)
+            async with trio_ws.ClientSession() as session:
+                for i in range(cycles):
+                    ws = await session.ws_connect(url)
+                    await ws.send_str(str(i))
+                    assert await ws.receive_str() == str(i)
+                    if i % 2:
+                        await ws.close()  # the client ends it
+                    else:
+                        await ws.send_str("bye")  # the server ends it
+                        assert (await ws.receive()).data == 4000
+                    assert ws.closed
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(session._owned) == 0
+                kept = [await session.ws_connect(url) for _ in range(3)]
+                assert list(session._owned) == kept
+                await kept[1].close()
+                await trio.testing.wait_all_tasks_blocked()
+                assert list(session._owned) == [kept[0], kept[2]]
+            # Structured: nothing the session started outlives its block.
+            assert all(ws.closed for ws in kept)
+            assert tasks_outside(nursery) == before
+            nursery.cancel_scope.cancel()
