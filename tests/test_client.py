@@ -569,3 +569,36 @@ async def test_session_forgets_websockets_that_ended() -> None:
             assert all(ws.closed for ws in kept)
             assert tasks_outside(nursery) == before
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [("raises", WSCloseCode.INTERNAL_ERROR), ("cancelled", WSCloseCode.GOING_AWAY)],
+)
+async def test_session_exit_after_error_or_cancel(body: str, code: int) -> None:
+    """The owned WebSockets are closed concurrently; the body's exception comes out unwrapped."""
+    timeout = 0.5
+
+    async def session_block(port: int) -> None:
+        async with trio_ws.ClientSession() as session:
+            for _ in range(3):
+                await session.ws_connect(f"ws://127.0.0.1:{port}/", timeout=timeout)
+            if body == "raises":
+                raise ValueError("boom")
+            await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with unanswering_server() as (port, received):
+            start = trio.current_time()
+            if body == "raises":
+                with pytest.raises(ValueError, match="boom"):
+                    await session_block(port)
+            else:
+                with trio.move_on_after(0.2) as scope:
+                    await session_block(port)
+                assert scope.cancelled_caught
+            elapsed = trio.current_time() - start
+            await trio.testing.wait_all_tasks_blocked()
+    assert [close_codes(bytes(sent)) for sent in received] == [[code]] * 3
+    # 1011 waits for the server's answer: one timeout for all three, not three.
+    assert elapsed < 0.2 + 2 * timeout
