@@ -82,7 +82,11 @@ class ClientConnectorDNSError(ClientConnectorError):
 
 
 class ClientConnectorCertificateError(ClientConnectorError):
-    """TLS failed: the certificate was not valid or the handshake broke."""
+    """TLS failed: the certificate was not valid, or the TLS handshake failed.
+
+    For example, a server that answers in plain HTTP. A server that hangs up
+    or resets during the TLS handshake gives a plain :class:`ClientConnectorError`.
+    """
 
 
 class ClientConnectionResetError(ClientConnectionError, ConnectionResetError):

@@ -95,14 +95,22 @@ class Server:
 
 
 @asynccontextmanager
-async def scripted_server(script: Script) -> AsyncIterator[Server]:
-    """A raw TCP server that runs ``script`` on each connection after the request head."""
+async def scripted_server(script: Script, *, raw: bool = False) -> AsyncIterator[Server]:
+    """A raw TCP server that runs ``script`` on each connection after the request head.
+
+    With ``raw``, the script runs as soon as the connection is accepted (for
+    the TLS stage: nothing has been read, and ``key`` is empty).
+    """
     peers: list[Peer] = []
     finished = trio.Event()
 
     async def handle(stream: trio.SocketStream) -> None:
         head = b""
         try:
+            if raw:
+                peers.append(Peer(stream, b""))
+                await script(peers[-1])
+                return
             while b"\r\n\r\n" not in head:
                 chunk = await stream.receive_some(65536)
                 if not chunk:
@@ -440,11 +448,12 @@ async def connect_and_use(
     **options: Any,
 ) -> None:
     """Connect in ``form`` and run ``use``; on return every task of the connection has ended."""
+    options.setdefault("timeout", TIMEOUT)
     if form == "async with":
-        async with session.ws_connect(url, timeout=TIMEOUT, **options) as ws:
+        async with session.ws_connect(url, **options) as ws:
             await use(ws)
     else:
-        ws = await session.ws_connect(url, timeout=TIMEOUT, **options)
+        ws = await session.ws_connect(url, **options)
         await use(ws)
         # The session forgets the connection once its tasks have ended.
         await trio.testing.wait_all_tasks_blocked()
@@ -634,4 +643,89 @@ async def test_after_upgrade_faults(case: str, form: str) -> None:
                 # The client closed its socket: the server's script sees EOF and ends.
                 await server.finished.wait()
                 assert [p.close_codes() for p in server.peers] == [spec.client_closes]
+    assert fd_count() == fds
+
+
+# ------------------------------------------------------------- the TLS stage
+
+
+async def read_then(peer: Peer, then: Callable[[], Awaitable[None]]) -> None:
+    """Read the client's TLS hello, then act."""
+    await peer.read_some()
+    await then()
+
+
+TLS_CASES: dict[str, tuple[Script, type[BaseException], str]] = {
+    "close before the TLS hello is answered": (
+        lambda peer: read_then(peer, peer.stream.aclose),
+        trio_ws.ClientConnectorError,
+        "TLS handshake",
+    ),
+    "reset before the TLS hello is answered": (
+        lambda peer: read_then(peer, peer.reset),
+        trio_ws.ClientConnectorError,
+        "TLS handshake",
+    ),
+    "plain HTTP instead of TLS": (
+        lambda peer: read_then(
+            peer, lambda: peer.send(head(b"400 Bad Request", b"Content-Length: 0"))
+        ),
+        trio_ws.ClientConnectorCertificateError,
+        "TLS handshake",
+    ),
+    "silence instead of TLS": (silent, trio_ws.WSHandshakeTimeout, "timed out"),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", list(TLS_CASES))
+async def test_tls_stage_faults(case: str, form: str) -> None:
+    script, error, match = TLS_CASES[case]
+    fds = fd_count()
+    with trio.fail_after(CASE_BOUND):
+        async with scripted_server(script, raw=True) as server:
+            baseline = tasks_outside(server.nursery)
+            url = f"wss://{HOST}:{server.port}/"
+            async with trio_ws.ClientSession() as session:
+                with pytest.raises(error, match=match) as info:
+                    await connect_and_use(session, url, form, nothing, ssl=False)
+                if error is trio_ws.ClientConnectorError:
+                    # The server hung up: the connection broke, TLS itself did not fail.
+                    assert not isinstance(info.value, trio_ws.ClientConnectorCertificateError)
+                assert tasks_outside(server.nursery) == baseline
+                assert client_sockets(server.port) == []
+    assert fd_count() == fds
+
+
+# ------------------------------------------------------------- cancellation
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("stage", ["before the response", "mid headers", "after the 101"])
+async def test_cancelled_by_the_caller(stage: str, form: str) -> None:
+    """The caller's own deadline (not ``timeout``) ends ws_connect: nothing is left."""
+    data = {
+        "before the response": b"",
+        "mid headers": head(b"101 Switching Protocols", UPGRADE, end=False),
+        "after the 101": OK_101,
+    }[stage]
+
+    async def use(ws: trio_ws.ClientWebSocketResponse) -> None:
+        await ws.receive()  # the server sends nothing more
+
+    fds = fd_count()
+    with trio.fail_after(CASE_BOUND):
+        async with scripted_server(then_drain(data)) as server:
+            baseline = tasks_outside(server.nursery)
+            url = f"ws://{HOST}:{server.port}/"
+            async with trio_ws.ClientSession() as session:
+                with trio.move_on_after(0.2) as scope:
+                    await connect_and_use(session, url, form, use, timeout=2)
+                assert scope.cancelled_caught
+                if form == "await":
+                    # The session still owns a WebSocket that connected: it ends with the block.
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert len(session._owned) == (stage == "after the 101")
+            assert tasks_outside(server.nursery) == baseline
+            assert client_sockets(server.port) == []
     assert fd_count() == fds

@@ -86,7 +86,8 @@ async def _tls(
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
         cause = exc.__cause__
-        if isinstance(cause, _ssl.SSLError):
+        # The server hanging up mid-handshake is a broken connection, not a TLS failure.
+        if isinstance(cause, _ssl.SSLError) and not isinstance(cause, _ssl.SSLEOFError):
             raise ClientConnectorCertificateError(
                 f"TLS handshake with {host} failed: {cause}"
             ) from exc
