@@ -16,7 +16,7 @@ from wsproto.utilities import generate_accept_token, generate_nonce
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE
 from .._exceptions import InvalidURL, WSHandshakeTimeout, WSServerHandshakeError
-from .._http._client import open_upgraded_stream
+from .._http._client import UpgradeResponse, open_upgraded_stream
 from .._http._headers import Headers
 from .._protocol._deflate import (
     DeflateNegotiationError,
@@ -215,11 +215,16 @@ class ClientSession:
         ``http://host:port`` proxy tunnelled with CONNECT, with ``proxy_auth``.
 
         Raises :class:`InvalidURL`; ``ClientConnectorDNSError``,
-        ``ClientConnectorError`` (refused), ``ClientConnectorCertificateError``
-        (TLS), ``ClientHttpProxyError``; :class:`WSHandshakeTimeout` (a
+        ``ClientConnectorError`` (refused, or the server hung up during TLS),
+        ``ClientConnectorCertificateError`` (TLS failed), ``ClientHttpProxyError``;
+        ``ServerConnectionError`` when the server resets or hangs up before its
+        response head is complete, or answers something that is not HTTP (or
+        a head over 16 KiB); :class:`WSHandshakeTimeout` (a
         ``ServerTimeoutError``, ``TimeoutError`` and ``trio.TooSlowError``)
-        after ``timeout``; :class:`WSServerHandshakeError` (with ``status``
-        and ``headers``) when the server does not accept the upgrade.
+        after ``timeout``; :class:`WSServerHandshakeError` (with ``status``,
+        ``headers`` and ``body``) when the server does not accept the upgrade;
+        ``RuntimeError`` once the session is closed. Nothing is left open when
+        it raises.
         """
         if method.upper() != "GET":
             raise ValueError("WebSocket handshakes use GET")
@@ -402,7 +407,7 @@ class _Handshaken:
     """
 
     ws: ClientWebSocketResponse
-    response: Any
+    response: UpgradeResponse
     protocol: str | None
     deflate: Any
 
@@ -433,10 +438,10 @@ class _WSConnect:
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[ClientWebSocketResponse]:
-        # The body runs inside the connection's nursery, but an exception from
-        # it (or from connecting) is carried out of the nursery and re-raised
-        # as it was, so callers never see it wrapped in an ExceptionGroup.
-        # Connecting happens before the nursery opens, so its errors need no unwrapping.
+        # Connecting happens before the connection's nursery opens, so its
+        # errors come out as they are. The body runs inside the nursery, but
+        # its exception is carried out of it and re-raised as it was, so
+        # callers never see it wrapped in an ExceptionGroup.
         error: BaseException | None = None
         handshaken = await self._session._connect(self._url, self._options)
         started = False
