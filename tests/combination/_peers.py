@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -392,6 +393,12 @@ class _WsprotoPeer:
             data = b"".join(self.conn.send(event) for event in events)
             await self.stream.send_all(data)
 
+    async def send_control(self, event: Ping | Pong) -> None:
+        """Send a ping or pong unless the close handshake has begun (wsproto refuses then)."""
+        async with self.lock:
+            if self.conn.state is ConnectionState.OPEN:
+                await self.stream.send_all(self.conn.send(event))
+
     async def next_event(self) -> Event | None:
         while not self.pending:
             data = await self.stream.receive_some(65536)
@@ -422,9 +429,9 @@ class _WsprotoPeer:
         async def pinger() -> None:
             assert cfg.ping_every is not None
             prng = random.Random(cfg.seed)
-            while True:
+            while self.conn.state is ConnectionState.OPEN:
+                await self.send_control(Ping(b"p"))
                 await trio.sleep(cfg.ping_every * prng.uniform(0.5, 1.5))
-                await self.send(Ping(b"p"))
 
         parts: list[Any] = []
         async with trio.open_nursery() as nursery:
@@ -436,7 +443,9 @@ class _WsprotoPeer:
                     report.errors.append("wsproto: EOF without a close frame")
                     break
                 if isinstance(event, Ping):
-                    await self.send(event.response())
+                    # A ping read in the same chunk as the close frame after it
+                    # finds wsproto already closing: no pong then (RFC 6455 5.5.2).
+                    await self.send_control(event.response())
                 elif isinstance(event, Pong):
                     pass
                 elif isinstance(event, CloseConnection):
