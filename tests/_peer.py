@@ -53,6 +53,42 @@ class Peer:
         return self._pending.pop(0)
 
 
+# The engine's contract with its owner, in one place: tests use these helpers
+# rather than the engine's private names.
+
+
+def start(ws: Any, nursery: trio.Nursery, stream: trio.abc.Stream, **kwargs: Any) -> None:
+    """Start serving ``stream`` as an owner does once the handshake is done."""
+    ws._start(nursery, stream, **kwargs)
+
+
+async def owner_exit(ws: Any, exc: BaseException | None) -> None:
+    """End the connection as its owner's scope does when it exits with ``exc``."""
+    await ws._owner_exit(exc)
+
+
+async def finished(ws: Any) -> None:
+    """Wait until every task of the connection has ended and its stream is closed."""
+    await ws._done.wait()
+
+
+def is_finished(ws: Any) -> bool:
+    """True once every task of the connection has ended."""
+    return bool(ws._done.is_set())
+
+
+def socket_owner(ws: Any) -> str:
+    """Who owns the socket's input side: ``reader`` or ``receive``, ``+ waits`` if waiting."""
+    from trio_ws._engine import _core
+
+    return {
+        _core.READER: "reader",
+        _core.READER_WAITS: "reader waits",
+        _core.RECEIVE: "receive",
+        _core.RECEIVE_WAITS: "receive waits",
+    }[ws._socket]
+
+
 def make_ws(role: str, **kwargs: Any) -> ClientWebSocketResponse | WebSocketResponse:
     if role == "client":
         return ClientWebSocketResponse(**kwargs)
@@ -103,11 +139,10 @@ async def ws_pair(
         ]
     peer = Peer(theirs, client=role != "client", extensions=peer_ext)
     async with trio.open_nursery() as nursery:
-        ws._start(nursery, ours, extensions=our_ext)
+        start(ws, nursery, ours, extensions=our_ext)
         try:
             yield ws, peer, nursery
         finally:
-            ws._scope.cancel()
             with trio.CancelScope(shield=True):
-                await ws._done.wait()
+                await ws._going_away()  # as an owner exits when cancelled
                 await trio.aclose_forcefully(theirs)

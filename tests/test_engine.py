@@ -203,7 +203,7 @@ async def test_local_close_handshake(role: str) -> None:
         assert isinstance(event, CloseConnection)
         assert (event.code, event.reason) == (4000, "done")
         await peer.send(event.response())
-        await ws._done.wait()
+        await _peer.finished(ws)
         await trio.testing.wait_all_tasks_blocked()
         assert result == [True]
         assert ws.close_code == 4000
@@ -455,40 +455,45 @@ async def test_send_backpressure_with_non_reading_peer() -> None:
                 await ws.send_bytes(b"x" * 100)
                 sent += 1
         assert scope.cancelled_caught  # send_bytes blocked: the peer does not read
-        assert ws._out_size <= 1024 + 200
-        assert sent < 30
+        # Nothing reached the peer: all of it is queued, and at most
+        # write_limit plus one frame was accepted.
+        assert sent * 102 <= 1024 + 102
         # Reading resumes the sender.
         for _ in range(3):
             assert isinstance(await peer.next_event(), BytesMessage)
 
 
 async def test_receive_backpressure_stops_reading() -> None:
-    a, b = trio.testing.memory_stream_pair()
-    async with ws_pair("server", max_queue=8) as (ws, peer, _):
-        for _ in range(200):
-            await peer.send(TextMessage(data="m"))
-            if len(ws._inbox) >= 8:
-                break
+    """With ``max_queue`` messages queued the reader stops: the peer's sends block.
+
+    Over lockstep streams a send returns only once the engine has read it.
+    """
+    async with ws_pair("server", stream_pair=trio.testing.lockstep_stream_pair, max_queue=8) as (
+        ws,
+        peer,
+        nursery,
+    ):
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for i in range(50):
+                await peer.send(TextMessage(data=str(i)))
+                sent += 1
+
+        nursery.start_soon(flood)
         await trio.testing.wait_all_tasks_blocked()
-        queued = len(ws._inbox)
-        for _ in range(50):
-            await peer.send(TextMessage(data="more"))
+        assert sent == 8  # the 9th waits: the reader stopped reading
+        got = [await ws.receive_str() for _ in range(50)]  # reading resumes as they are taken
+        assert got == [str(i) for i in range(50)]
         await trio.testing.wait_all_tasks_blocked()
-        assert len(ws._inbox) == queued  # the reader stopped reading the socket
-        total = 0
-        while total < queued + 50 - (200 - 200):
-            await ws.receive()
-            total += 1
-            if total == queued + 50:
-                break
-        assert total == queued + 50
-    del a, b
+        assert sent == 50
 
 
 async def test_ping_flood_does_not_queue_unbounded_pongs() -> None:
     async with ws_pair(
         "server", stream_pair=trio.testing.lockstep_stream_pair, write_limit=512
-    ) as (ws, peer, nursery):
+    ) as (_, peer, nursery):
         flood = peer.conn.send(Ping(payload=b"x" * 100)) * 2000
 
         async def sender() -> None:
@@ -497,9 +502,17 @@ async def test_ping_flood_does_not_queue_unbounded_pongs() -> None:
 
         nursery.start_soon(sender)
         await trio.sleep(0.6)
-        # Past write_limit only the latest ping is remembered: one pong more at most.
-        assert ws._out_size <= 512 + 128
-        assert ws._pending_pong == b"x" * 100
+        pongs = 0
+        while True:
+            with trio.move_on_after(0.2):
+                event = await peer.next_event()
+                assert event == Pong(payload=b"x" * 100)
+                pongs += 1
+                continue
+            break
+        # Past write_limit only the latest ping is remembered: the pongs
+        # written are what fits in write_limit, plus the one remembered.
+        assert 1 <= pongs <= (512 + 128) // 102 + 2
 
 
 async def test_cancelling_owner_sends_going_away_and_leaves_no_task() -> None:
@@ -510,14 +523,14 @@ async def test_cancelling_owner_sends_going_away_and_leaves_no_task() -> None:
     ws = make_ws("client")
     with trio.CancelScope() as outer:
         async with trio.open_nursery() as nursery:
-            ws._start(nursery, a)
+            _peer.start(ws, nursery, a)
             try:
                 outer.cancel()
                 await trio.sleep_forever()
             except BaseException as exc:
-                await ws._owner_exit(exc)
+                await _peer.owner_exit(ws, exc)
                 raise
-    assert ws._done.is_set()
+    assert _peer.is_finished(ws)
     assert len(nursery.child_tasks) == 0
     event = await peer.next_event()
     assert isinstance(event, CloseConnection)
@@ -529,7 +542,7 @@ async def test_no_task_outlives_the_connection() -> None:
     async with ws_pair(heartbeat=5.0) as (ws, peer, nursery):
         assert len(nursery.child_tasks) == 1  # _run, which holds reader/writer/heartbeat
         await peer.send(CloseConnection(code=1000))
-        await ws._done.wait()
+        await _peer.finished(ws)
         await trio.testing.wait_all_tasks_blocked()
         assert len(nursery.child_tasks) == 0
     after = len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks)
@@ -604,19 +617,18 @@ async def test_socket_changes_hands_between_receive_and_reader(role: str) -> Non
             done.set()
 
         await trio.testing.wait_all_tasks_blocked()
-        assert ws._reader_waiting and not ws._app_reads  # nobody in receive(): the reader
+        assert _peer.socket_owner(ws) == "reader waits"  # nobody in receive()
         await peer.send(Ping(payload=b"before"))
         assert await peer.next_event() == Pong(payload=b"before")
         nursery.start_soon(echo_loop)
         await trio.testing.wait_all_tasks_blocked()
-        assert ws._reader_waiting and not ws._app_reads  # receive() waits for the reader
+        assert _peer.socket_owner(ws) == "reader waits"  # receive() waits for the reader
         for text in ["1", "2"]:
             await peer.send(TextMessage(data=text))
             assert await peer.next_event() == TextMessage(data=text)
             await trio.testing.wait_all_tasks_blocked()
             # The loop is back in receive(), waiting on the socket itself.
-            assert ws._app_reads and ws._app_waiting
-            assert not ws._reader_waiting
+            assert _peer.socket_owner(ws) == "receive waits"
         await peer.send(Ping(payload=b"during"))
         assert await peer.next_event() == Pong(payload=b"during")  # answered by receive()
         await peer.send(TextMessage(data="last"))
@@ -624,7 +636,7 @@ async def test_socket_changes_hands_between_receive_and_reader(role: str) -> Non
         await done.wait()
         await trio.testing.wait_all_tasks_blocked()
         # The loop has ended: the reader has the socket back and answers pings.
-        assert ws._reader_waiting and not ws._app_reads
+        assert _peer.socket_owner(ws) == "reader waits"
         await peer.send(Ping(payload=b"after"))
         assert await peer.next_event() == Pong(payload=b"after")
 
@@ -663,14 +675,14 @@ async def closing_returned_then_answer(ws: Any, peer: _peer.Peer, got: list[WSMe
     assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
     await peer.send(event.response())
     with trio.fail_after(5):
-        await ws._done.wait()
+        await _peer.finished(ws)
     assert ws.close_code == WSCloseCode.OK
 
 
 async def test_close_from_another_task_wakes_receive_reading_the_socket() -> None:
     async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
         got = await echoing_over_the_socket(ws, peer, nursery)
-        assert ws._app_waiting  # the loop's receive() waits on the socket
+        assert _peer.socket_owner(ws) == "receive waits"
         nursery.start_soon(ws.close)
         await closing_returned_then_answer(ws, peer, got)
 
@@ -678,10 +690,10 @@ async def test_close_from_another_task_wakes_receive_reading_the_socket() -> Non
 async def test_peer_vanishes_while_receive_reads_the_socket() -> None:
     async with ws_pair("client", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
         got = await echoing_over_the_socket(ws, peer, nursery)
-        assert ws._app_waiting
+        assert _peer.socket_owner(ws) == "receive waits"
         await peer.stream.aclose()
         with trio.fail_after(5):
-            await ws._done.wait()
+            await _peer.finished(ws)
         await trio.testing.wait_all_tasks_blocked()
         assert got[1:] == [WS_CLOSED]
         assert ws.close_code == WSCloseCode.ABNORMAL_CLOSURE
@@ -696,14 +708,14 @@ async def test_close_wakes_receive_after_a_blocked_write() -> None:
     """
     async with ws_pair("server", stream_pair=_peer.socket_stream_pair) as (ws, peer, nursery):
         got = await echoing_over_the_socket(ws, peer, nursery)
-        assert ws._app_waiting
+        assert _peer.socket_owner(ws) == "receive waits"
         big = bytes(8 * 2**20)
-        await ws.send_bytes(big)  # far more than the socket buffers hold
+        await ws.send_bytes(big)  # far more than the socket buffers hold: the writer waits
         await trio.testing.wait_all_tasks_blocked()
-        assert ws._writing  # the writer waits for the peer to read
         nursery.start_soon(ws.close)
         await trio.testing.wait_all_tasks_blocked()
-        assert ws._wake_after_write and len(got) == 1  # receive() still waits
+        assert len(got) == 1  # receive() still waits: waking it would end the write
+        assert _peer.socket_owner(ws) == "receive waits"
         received = b""
         while len(received) < len(big):
             part = await peer.next_event()

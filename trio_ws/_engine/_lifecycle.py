@@ -1,0 +1,204 @@
+"""Who owns the connection's tasks, the heartbeat, and how a connection ends.
+
+Theory of operation
+-------------------
+Whoever opens the connection (``ws_connect``'s ``async with``, or the
+server's per-connection scope) calls :meth:`Lifecycle._start` with a nursery
+it owns. That starts one ``_run`` task holding, inside ``_scope``, the
+reader (in ``_run``'s own task: one task fewer per connection), the writer
+and the heartbeat. When the owner's scope ends it calls
+:meth:`Lifecycle._owner_exit`, which closes as the situation asks and
+returns only once every task has ended.
+
+Background tasks never raise into the owner's nursery: a failure is
+recorded through the state transition (``close_code``, ``exception()``, an
+ERROR message) and the task returns. When ``_run`` ends, the connection is
+``CLOSED`` (at the latest there, with 1006), a 1001 GOING_AWAY is sent
+first if it ended while still open (the owner was cancelled), the stream
+is closed and ``_done`` is set; nothing outlives it.
+
+The **heartbeat** (when ``heartbeat`` is set) runs while the connection is
+``OPEN``: it pings after ``heartbeat`` seconds without input and ends the
+connection with 1006 when nothing arrives within ``heartbeat / 2`` seconds
+more. Silence while the reader was paused by backpressure does not count.
+It stops once our close frame is out or the peer's close was acted on; a
+peer's close still waiting behind data the application has not taken does
+not stop it (as in aiohttp, whose heartbeat runs until ``receive()``
+takes the close): left unanswered that long, the connection ends with 1006.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .._exceptions import ServerTimeoutError, WSTimeoutError
+from .._models import WSCloseCode
+from .._protocol._deflate import BoundedDeflate
+from .._protocol._driver import FrameDriver
+from ._core import (
+    ABORT,
+    CLOSE_RECEIVED,
+    OPEN,
+    POSIX,
+    SEND_CLOSE,
+    is_cancellation,
+    logger,
+)
+from ._inbox import Inbox
+
+
+class Lifecycle(Inbox):
+    """Starting, running and ending one connection (see the module docstring)."""
+
+    __slots__ = ()
+
+    def _start(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        *,
+        extensions: list[BoundedDeflate] | None = None,
+        protocol: str | None = None,
+        trailing_data: bytes = b"",
+    ) -> None:
+        """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``."""
+        self._stream = stream
+        if POSIX and isinstance(stream, trio.SocketStream):
+            # os.read/os.write take a socket's descriptor on POSIX only.
+            self._fd = stream.socket.fileno()
+        self._deflate = extensions[0] if extensions else None
+        self._driver = FrameDriver(
+            client=self._client, extensions=list(extensions or []), max_size=self._max_msg_size
+        )
+        self._protocol = protocol
+        self._last_rx = trio.current_time()
+        self._reply_credit = True  # the first send after the handshake
+        if trailing_data:
+            self._on_data(trailing_data)
+        nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._guard, self._writer)
+                    if self._heartbeat is not None:
+                        nursery.start_soon(self._guard, self._heartbeat_task)
+                    # The reader runs in this task: one task fewer per connection.
+                    await self._guard(self._reader)
+        finally:
+            try:
+                # Still open: the owner cancelled us. Tell the peer we are going away.
+                await self._send_going_away()
+            finally:
+                self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE)
+                self._fd = -1
+                assert self._stream is not None
+                try:
+                    await trio.aclose_forcefully(self._stream)
+                finally:
+                    # Set even when an outer cancellation interrupts the close.
+                    self._done.set()
+
+    async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a background task; record an unexpected error instead of raising it."""
+        try:
+            await task()
+        except Exception as exc:
+            logger.exception("trio_ws: internal error in %s", getattr(task, "__name__", task))
+            self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, exc, drop=True)
+
+    async def _heartbeat_task(self) -> None:
+        interval = self._heartbeat
+        driver = self._driver
+        assert interval is not None and driver is not None
+        while self._state is OPEN:
+            due = self._last_rx + interval
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            sent_at = trio.current_time()
+            self._write(driver.encode_ping(b""))
+            await trio.sleep(interval / 2)
+            if self._last_rx < sent_at and self._state is OPEN and not self._reader_paused:
+                text = f"No PONG received after {interval / 2} seconds"
+                err = ServerTimeoutError(text) if self._client else WSTimeoutError(text)
+                self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err, drop=True, report=True)
+                return
+
+    async def _wait_done(self) -> None:
+        """Wait up to ``timeout`` for the connection to end; past it, drop it (1006)."""
+        try:
+            with trio.move_on_after(self._timeout) as scope:
+                await self._done.wait()
+        except trio.Cancelled:
+            self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, drop=True)
+            raise
+        if scope.cancelled_caught:
+            err = WSTimeoutError(f"No close frame received within {self._timeout} seconds")
+            self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err, drop=True)
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
+
+    # ------------------------------------------------------------ owner's exit
+
+    async def _owner_exit(self, exc: BaseException | None) -> None:
+        """Called by the owning scope when it ends: close as the situation asks.
+
+        Normal exit closes with 1000 (and waits for the handshake up to
+        ``timeout``); an exception from the owner's code closes with 1011;
+        cancellation sends 1001 GOING_AWAY best-effort within a short shielded
+        grace, then drops the connection. In every case the tasks are gone on
+        return.
+        """
+        if not self._done.is_set():
+            if is_cancellation(exc) or (exc is not None and not isinstance(exc, Exception)):
+                await self._going_away()
+            elif exc is not None:
+                await self._close_shielded(WSCloseCode.INTERNAL_ERROR)
+            else:
+                await self._close()
+            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                await self._done.wait()
+        self._scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    async def _close_shielded(self, code: int, message: bytes = b"") -> None:
+        with trio.CancelScope(shield=True):
+            await self._close(code, message)
+
+    async def _going_away(self) -> None:
+        """End the tasks now; ``_run`` sends 1001 on the way out (still open)."""
+        self._scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    async def _close(self, code: int | None = WSCloseCode.OK, message: bytes | str = b"") -> bool:
+        """``close()``: see its docstring in ``_websocket.py``."""
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("Call .prepare() first")
+        if code is None:
+            code = WSCloseCode.OK
+        # A peer's close waiting behind queued messages is acted on first
+        # (with autoclose that answers it, and this call has nothing to do).
+        self._run_deferred()
+        reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        state = self._state
+        if state is CLOSE_RECEIVED:
+            # autoclose=False and the peer closed first: answer and finish.
+            self._write(driver.encode_close(code, reason))
+            self._transition(SEND_CLOSE)
+            await self._wait_done()
+            return True
+        if state is not OPEN:
+            await trio.lowlevel.checkpoint()
+            return False
+        # Wakes a waiting receive() (it returns CLOSING) and blocked senders (they raise).
+        self._transition(SEND_CLOSE, code)
+        self._write_now(driver.encode_close(code, reason))
+        await self._wait_done()
+        return True
