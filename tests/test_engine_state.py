@@ -39,6 +39,14 @@ STREAMS = {
 }
 
 
+@pytest.fixture(params=["memory", "socket"])
+def over_both(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test over in-memory streams and over a real socket pair (as test_engine)."""
+    if request.param == "socket":
+        monkeypatch.setattr(_peer, "default_stream_pair", _peer.socket_stream_pair)
+    return str(request.param)
+
+
 def timeout_error(role: str) -> type[Exception]:
     """The heartbeat's error for ``role`` (as aiohttp: the client's names the server)."""
     return ServerTimeoutError if role == "client" else WSTimeoutError
@@ -99,6 +107,7 @@ async def test_send_blocked_on_backpressure_ends_when_the_heartbeat_does(
         assert isinstance(ws.exception(), timeout_error(role))
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_receive_while_close_runs_elsewhere_lets_other_tasks_run(role: str) -> None:
     """Issue 15 (2): receive() returning CLOSING/CLOSED is a checkpoint.
@@ -140,6 +149,7 @@ async def test_receive_while_close_runs_elsewhere_lets_other_tasks_run(role: str
         assert ws.close_code == WSCloseCode.OK
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_peer_close_left_unanswered_past_the_heartbeat(
     role: str, autojump_clock: trio.abc.Clock
@@ -169,6 +179,7 @@ async def test_peer_close_left_unanswered_past_the_heartbeat(
         assert await peer.next_event() is None  # no close reply: the stream just ends
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_peer_close_answered_when_taken_within_the_heartbeat(
     role: str, autojump_clock: trio.abc.Clock
@@ -190,6 +201,7 @@ async def test_peer_close_answered_when_taken_within_the_heartbeat(
         assert ws.exception() is None
 
 
+@pytest.mark.usefixtures("over_both")
 async def test_heartbeat_stops_once_the_peer_close_is_received(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -302,6 +314,7 @@ async def no_other_task_runs(nursery: trio.Nursery) -> AsyncIterator[None]:
     assert ran
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_receive_from_a_full_inbox_yields_every_32_messages(role: str) -> None:
     async with ws_pair(role, max_queue=100) as (ws, peer, nursery):
@@ -319,6 +332,7 @@ async def test_receive_from_a_full_inbox_yields_every_32_messages(role: str) -> 
         assert got == [str(i) for i in range(64)]
 
 
+@pytest.mark.usefixtures("over_both")
 async def test_fast_receive_is_still_a_cancel_point() -> None:
     async with ws_pair() as (ws, peer, _):
         await peer.send(TextMessage(data="kept"))
@@ -330,6 +344,7 @@ async def test_fast_receive_is_still_a_cancel_point() -> None:
         assert await ws.receive_str() == "kept"  # nothing was lost
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_send_below_write_limit_does_not_yield(role: str) -> None:
     async with ws_pair(role) as (ws, peer, nursery):
@@ -344,6 +359,7 @@ async def test_send_below_write_limit_does_not_yield(role: str) -> None:
         assert scope.cancelled_caught
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_waiting_calls_are_checkpoints(role: str) -> None:
     async with ws_pair(role) as (ws, peer, nursery):
@@ -362,6 +378,7 @@ async def test_waiting_calls_are_checkpoints(role: str) -> None:
         assert isinstance(await peer.next_event(), Ping)
 
 
+@pytest.mark.usefixtures("over_both")
 @pytest.mark.parametrize("role", ROLES)
 async def test_every_call_after_the_end_is_a_checkpoint(role: str) -> None:
     async with ws_pair(role) as (ws, peer, _):

@@ -108,19 +108,15 @@ class Outbox(EngineCore):
         await trio.lowlevel.checkpoint()
         raise ClientConnectionResetError("Cannot write to closing transport")
 
-    def _sender_driver(self) -> FrameDriver:
-        driver = self._driver
-        if driver is None:
-            raise RuntimeError("Call .prepare() first")
-        return driver
-
     async def _send_message(
         self, data: str | bytes | bytearray | memoryview, compress: int | None
     ) -> None:
         # The hot path: a cancel point, but it yields only to wait for buffer
         # space (see _wait_drain), so a burst of sends queues for one write.
         await trio.lowlevel.checkpoint_if_cancelled()
-        driver = self._sender_driver()
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("Call .prepare() first")
         state = self._state
         if state is not OPEN and state is not CLOSE_RECEIVED:
             await self._refuse_send()
@@ -142,7 +138,9 @@ class Outbox(EngineCore):
         self, pong: bool, message: bytes | bytearray | memoryview | str
     ) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        driver = self._sender_driver()
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("Call .prepare() first")
         state = self._state
         if state is not OPEN and state is not CLOSE_RECEIVED:
             await self._refuse_send()

@@ -91,7 +91,8 @@ class Reader(Outbox):
         assert stream is not None
         fd = self._fd
         inbox = self._inbox
-        while self._input_expected():
+        # The loop condition is _input_expected(), inlined: it runs once per read.
+        while (self._state is OPEN or self._state is CLOSE_SENT) and self._deferred is None:
             if self._socket >= RECEIVE:
                 # A receive() holds the socket; it hands it back when it returns.
                 await self._reader_lot.park()
@@ -182,8 +183,9 @@ class Reader(Outbox):
                         self._socket = RECEIVE
             else:
                 await trio.lowlevel.checkpoint()
-            if not self._input_expected() or self._fd < 0:
-                return
+            state = self._state
+            if (state is not OPEN and state is not CLOSE_SENT) or self._deferred is not None:
+                return  # the connection moved on while this call waited
             data = self._read_now(fd)
         except BlockingIOError:
             self._drained = True
