@@ -291,6 +291,27 @@ async def test_close_behind_a_blocked_write_wakes_sender_and_receiver_at_once(
         assert isinstance(ws.exception(), WSTimeoutError)
 
 
+@pytest.mark.usefixtures("over_both")
+async def test_close_completes_while_the_inbox_is_full(autojump_clock: trio.abc.Clock) -> None:
+    """The reader stopped at max_queue still reads the peer's answer to our close."""
+    async with ws_pair("server", max_queue=4, timeout=5.0) as (ws, peer, nursery):
+        for i in range(10):
+            await peer.send(TextMessage(data=str(i)))
+        await trio.testing.wait_all_tasks_blocked()  # the reader has stopped
+
+        async def answer() -> None:
+            while not isinstance(event := await peer.next_event(), CloseConnection):
+                pass
+            await peer.send(event.response())
+
+        nursery.start_soon(answer)
+        start = trio.current_time()
+        assert await ws.close() is True
+        assert trio.current_time() == start  # not the 5 s timeout
+        assert ws.close_code == WSCloseCode.OK
+        assert ws.exception() is None
+
+
 # ------------------------------------------------------------- checkpoints
 
 
