@@ -414,6 +414,7 @@ INVALID = [
     "takeover",  # the sender keeps its context despite no_context_takeover
     "bad-close",  # a close with 1 byte, a bad code or a reason that is not UTF-8
     "truncate",  # the stream ends inside a frame: no error, the same messages
+    "large",  # a valid message of 64-140 KiB (8-byte lengths), maybe past max_size
 ]
 
 short_texts = st.one_of(
@@ -546,6 +547,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     invalid = draw(st.sampled_from([None, None, None, None, *INVALID]))
     if invalid in ("oversize", "exact-size"):
         max_size = draw(st.sampled_from([200, 1000, 5000]))
+    elif invalid == "large":
+        max_size = draw(st.sampled_from([0, 100_000, 200_000]))
     elif invalid in ("deflate-flip", "window"):
         # A broken deflate stream may inflate to any size before zlib notices;
         # which of 1007 and 1009 comes first is not the point of these cases.
@@ -624,7 +627,7 @@ def _invalid(b: _Builder, invalid: str) -> None:
         b.add(OP_TEXT, b"", fin=False, rsv=RSV1 if draw(st.booleans()) else 0)
         b.add(
             draw(st.sampled_from([OP_TEXT, OP_BINARY])),
-            b"\x02\x00",
+            draw(st.sampled_from([b"\x02\x00", b"\xff"])),  # \xff: not deflate (see ORDER)
             rsv=draw(st.sampled_from([0, RSV1])),
         )
     elif invalid == "bad-block-type":
@@ -686,6 +689,14 @@ def _invalid(b: _Builder, invalid: str) -> None:
             )
         )
         b.add(OP_CLOSE, body)
+    elif invalid == "large":
+        n = draw(st.integers(65_536, 140_000))
+        if draw(st.booleans()):
+            b.message(
+                kind="text", raw=(b"large \xe2\x98\x83 " * n)[:n].decode(errors="ignore").encode()
+            )
+        else:
+            b.message(kind="binary", raw=b.rng.randbytes(n // 4) * 4)
     elif invalid == "truncate":
         pass  # applied to the whole stream
     else:  # pragma: no cover
@@ -868,3 +879,49 @@ def test_encoded_frames_decode_with_wsproto_and_websockets(
     # The receiving side is the other role.
     assert plain_wsproto(data, deal, client=not client) == (expected, None)
     assert websockets_decode(data, deal, client=not client) == expected
+    assert strict_decode(data, deal, client=not client) == [
+        item for item in expected if item[0] is not WSMsgType.PING
+    ]
+
+
+def strict_decode(data: bytes, deal: Deal, *, client: bool) -> list[Item]:
+    """The data messages in ``data``, inflated one input byte per zlib call.
+
+    Within one call zlib may refer back into that call's own output, so a
+    decoder fed whole frames does not notice a sender that uses a larger
+    window than agreed, or refers into the previous message after agreeing
+    to no context takeover. Fed byte by byte, every reference must fall in the
+    agreed window (RFC 7692 section 7.1.2) of the agreed context (7.1.1).
+    """
+    bits = deal.bits(client=not client)
+    reset = deal.nct(client=not client)
+    inflater = zlib.decompressobj(-bits)
+    messages: list[Item] = []
+    pos = 0
+    while pos < len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        n, pos = b1 & 0x7F, pos + 2
+        if n == 126:
+            (n,), pos = struct.unpack_from("!H", data, pos), pos + 2
+        elif n == 127:
+            (n,), pos = struct.unpack_from("!Q", data, pos), pos + 8
+        key = None
+        if b1 & 0x80:
+            key, pos = data[pos : pos + 4], pos + 4
+        payload = data[pos : pos + n]
+        pos += n
+        if key is not None:
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        assert b0 & 0x80, "one frame per message"
+        if b0 & 0x0F == OP_PING:
+            continue
+        if b0 & RSV1:
+            if reset:
+                inflater = zlib.decompressobj(-bits)
+            out = b"".join(inflater.decompress(payload[i : i + 1]) for i in range(len(payload)))
+            payload = out + inflater.decompress(TAIL)
+        if b0 & 0x0F == OP_TEXT:
+            messages.append((WSMsgType.TEXT, payload.decode()))
+        else:
+            messages.append((WSMsgType.BINARY, payload))
+    return messages
