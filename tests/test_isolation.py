@@ -160,6 +160,14 @@ def test_response_headers_checked_when_set(name: str, value: str) -> None:
         ws.headers.add(name, value)
 
 
+def test_redirect_location_is_percent_encoded() -> None:
+    """A Location with non-ASCII or CR/LF cannot split or spoil the head: it is percent-encoded."""
+    assert web.HTTPFound("/café?q=a b").headers["Location"] == "/caf%C3%A9?q=a%20b"
+    assert web.HTTPFound("/x\r\nSet-Cookie: a=1").headers["Location"] == (
+        "/x%0D%0ASet-Cookie:%20a=1"
+    )
+
+
 async def test_response_that_cannot_be_sent_becomes_500(caplog: pytest.LogCaptureFixture) -> None:
     """A response spoilt after it was built (bad status, header changed behind our back) is refused
     at send time: logged once, 500 to the client, the server serves on."""

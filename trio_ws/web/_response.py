@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 from .._http._headers import OutgoingHeaders
 
@@ -73,7 +74,8 @@ class Response(StreamResponse):
     Give ``text`` (encoded with ``charset``, default utf-8, content type
     ``text/plain`` unless ``content_type`` says otherwise) or ``body`` (bytes,
     content type ``application/octet-stream`` unless given). Raises
-    ``ValueError`` when both are given.
+    ``ValueError`` when both are given, or for a header that cannot be
+    written (see :class:`StreamResponse`).
     """
 
     def __init__(
@@ -185,12 +187,21 @@ class HTTPOk(HTTPSuccessful):
     status_code = 200
 
 
+# Printable ASCII stays as it is in a Location header; anything else (spaces,
+# controls, non-ASCII) is percent-encoded, as browsers do.
+_LOCATION_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
 class HTTPRedirection(HTTPException):
-    """Base of 3xx exceptions; ``location`` becomes the Location header."""
+    """Base of 3xx exceptions; ``location`` becomes the Location header.
+
+    Spaces, control characters and non-ASCII characters in ``location`` are
+    percent-encoded (UTF-8) in the header; ``location`` keeps the text given.
+    """
 
     def __init__(self, location: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.headers.add("Location", location)
+        self.headers.add("Location", quote(location, safe=_LOCATION_SAFE))
         self.location = location
 
 
