@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import ssl as _ssl
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -15,19 +16,30 @@ import trio
 from wsproto.utilities import generate_accept_token, generate_nonce
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE
-from .._exceptions import InvalidURL, WSHandshakeTimeout, WSServerHandshakeError
-from .._http._client import UpgradeResponse, open_upgraded_stream
-from .._http._headers import Headers
+from .._exceptions import (
+    ConnectionTimeoutError,
+    InvalidURL,
+    RequestInfo,
+    WSHandshakeError,
+    WSHandshakeTimeout,
+    WSServerHandshakeError,
+)
+from .._http._client import UpgradeResponse, host_header, open_connection, request_upgrade
+from .._http._headers import Headers, OutgoingHeaders
 from .._protocol._deflate import (
+    BoundedDeflate,
     DeflateNegotiationError,
     client_finalize,
     client_offer,
 )
+from ._options import ClientWSTimeout, Fingerprint
 from ._ws import ClientWebSocketResponse
 
 __all__ = ["BasicAuth", "ClientSession"]
 
 _USER_AGENT = "trio_ws/0.1"
+#: The bound on connecting and upgrading when ``timeout`` is a ``ClientWSTimeout``.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,10 +58,21 @@ class BasicAuth:
 
 @dataclass(frozen=True)
 class _Target:
+    scheme: str
     host: str
     port: int
     path: str
     secure: bool
+
+    @property
+    def authority(self) -> str:
+        """The ``Host`` header: host, and the port unless it is the scheme's default."""
+        return host_header(self.host, self.port, 443 if self.secure else 80)
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials, as ``RequestInfo.url`` shows it."""
+        return f"{self.scheme}://{self.authority}{self.path}"
 
 
 def _parse_url(url: str, params: Mapping[str, str] | None) -> tuple[_Target, BasicAuth | None]:
@@ -75,6 +98,7 @@ def _parse_url(url: str, params: Mapping[str, str] | None) -> tuple[_Target, Bas
     if parts.username is not None:
         auth = BasicAuth(parts.username, parts.password or "")
     return _Target(
+        scheme,
         parts.hostname,
         port or (443 if secure else 80),
         quote(path, safe="/?&=%:@+!$,;*'()~"),
@@ -82,14 +106,55 @@ def _parse_url(url: str, params: Mapping[str, str] | None) -> tuple[_Target, Bas
     ), auth
 
 
-def _ssl_context(ssl: bool | _ssl.SSLContext | None) -> _ssl.SSLContext:
+SSLArgument = bool | _ssl.SSLContext | Fingerprint | None
+
+
+def _ssl_context(ssl: SSLArgument) -> _ssl.SSLContext:
     if isinstance(ssl, _ssl.SSLContext):
         return ssl
     ctx = _ssl.create_default_context()
-    if ssl is False:
+    if ssl is False or isinstance(ssl, Fingerprint):
+        # A fingerprint replaces the usual checks (it is compared after the handshake).
         ctx.check_hostname = False
         ctx.verify_mode = _ssl.CERT_NONE
     return ctx
+
+
+def _check_options(o: dict[str, Any]) -> None:
+    """Refuse what aiohttp refuses, before anything is opened."""
+    compress = o["compress"]
+    if compress and not 9 <= compress <= 15:
+        raise ValueError(
+            f"compress must be 0 (no permessage-deflate) or window bits 9-15, got {compress!r}"
+        )
+    ssl = o["ssl"]
+    if not isinstance(ssl, (bool, _ssl.SSLContext, Fingerprint, type(None))):
+        raise TypeError(f"ssl must be an SSLContext, a bool, a Fingerprint or None, got {ssl!r}")
+    timeout = o["timeout"]
+    if not isinstance(timeout, ClientWSTimeout) and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+    ):
+        raise TypeError(f"timeout must be seconds or a ClientWSTimeout, got {timeout!r}")
+
+
+@dataclass(frozen=True)
+class _Timeouts:
+    handshake: float
+    close: float
+    receive: float | None
+
+    @classmethod
+    def of(cls, timeout: float | ClientWSTimeout, receive_timeout: float | None) -> _Timeouts:
+        if isinstance(timeout, ClientWSTimeout):
+            close = math.inf if timeout.ws_close is None else timeout.ws_close
+            receive = timeout.ws_receive
+            handshake = DEFAULT_HANDSHAKE_TIMEOUT
+        else:
+            handshake = close = float(timeout)
+            receive = None
+        if receive_timeout is not None:
+            receive = receive_timeout
+        return cls(handshake, close, receive)
 
 
 class ClientSession:
@@ -175,7 +240,7 @@ class ClientSession:
         *,
         method: str = "GET",
         protocols: Iterable[str] = (),
-        timeout: float = 10.0,
+        timeout: float | ClientWSTimeout = 10.0,
         receive_timeout: float | None = None,
         autoclose: bool = True,
         autoping: bool = True,
@@ -183,9 +248,9 @@ class ClientSession:
         auth: BasicAuth | None = None,
         origin: str | None = None,
         params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        ssl: bool | _ssl.SSLContext | None = True,
-        compress: int = 15,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        ssl: SSLArgument = True,
+        compress: int = 0,
         notakeover: bool = False,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         proxy: str | None = None,
@@ -199,32 +264,50 @@ class ClientSession:
         Use as ``async with session.ws_connect(url) as ws:`` (the block owns
         the connection's tasks and closes it on exit: 1000 normally, 1011 if
         the block raised, 1001 if it was cancelled) or, inside ``async with
-        ClientSession()``, as ``ws = await session.ws_connect(url)``.
+        ClientSession()``, as ``ws = await session.ws_connect(url)`` (also
+        ``async with await session.ws_connect(url) as ws:``).
 
         Parameters match aiohttp's: ``protocols`` offered subprotocols (the
-        chosen one is ``ws.protocol``); ``timeout`` bounds the connect plus
-        handshake and, later, the wait for the peer's close frame;
-        ``receive_timeout``, ``autoclose``, ``autoping``, ``heartbeat``,
-        ``max_msg_size`` as on the server; ``auth`` Basic credentials (also
-        taken from ``user:pass@`` in the URL); ``origin`` the Origin header;
-        ``params`` added to the query; ``headers`` extra request headers;
-        ``ssl`` True (verify), False (no verification) or an ``SSLContext``;
-        ``compress`` the window bits to offer for permessage-deflate (0: do
-        not offer); ``notakeover`` also offers ``client_no_context_takeover``
+        chosen one is ``ws.protocol``); ``timeout`` a number of seconds that
+        bounds the connect plus handshake and, later, the wait for the peer's
+        close frame, or a :class:`ClientWSTimeout` (``ws_receive``,
+        ``ws_close``; the handshake is then bounded by 10 seconds);
+        ``receive_timeout`` (overrides ``ws_receive``), ``autoclose``,
+        ``autoping``, ``heartbeat``, ``max_msg_size`` as on the server;
+        ``auth`` Basic credentials (also taken from ``user:pass@`` in the URL,
+        else the session's); ``origin`` the Origin header; ``params`` added to
+        the query; ``headers`` request headers, which override the session's
+        and the defaults of the same name (``Upgrade``, ``Connection``,
+        ``Sec-WebSocket-Version``, ``Host``, ``User-Agent``), while
+        ``Sec-WebSocket-Key`` is always generated and ``protocols``,
+        ``origin`` and ``compress`` replace the header they set; ``ssl`` True
+        (verify), False (no verification), an ``SSLContext``, a
+        :class:`Fingerprint`, or None (as True); ``compress`` the window bits
+        (9-15) to offer for permessage-deflate, 0 (the default, as aiohttp)
+        offers none; ``notakeover`` also offers ``client_no_context_takeover``
         (``ws.client_notakeover`` tells whether it was agreed); ``proxy`` an
         ``http://host:port`` proxy tunnelled with CONNECT, with ``proxy_auth``.
 
-        Raises :class:`InvalidURL`; ``ClientConnectorDNSError``,
-        ``ClientConnectorError`` (refused, or the server hung up during TLS),
-        ``ClientConnectorCertificateError`` (TLS failed), ``ClientHttpProxyError``;
-        ``ServerConnectionError`` when the server resets or hangs up before its
-        response head is complete, or answers something that is not HTTP (or
-        a head over 16 KiB); :class:`WSHandshakeTimeout` (a
-        ``ServerTimeoutError``, ``TimeoutError`` and ``trio.TooSlowError``)
-        after ``timeout``; :class:`WSServerHandshakeError` (with ``status``,
-        ``headers`` and ``body``) when the server does not accept the upgrade;
-        ``RuntimeError`` once the session is closed. Nothing is left open when
-        it raises.
+        Raises, when awaited or entered: ``ValueError`` for ``compress``
+        outside 9-15 (0 aside), for ``auth`` together with URL credentials or
+        an ``Authorization`` header, or a method other than GET (raised at
+        once); ``TypeError`` for an ``ssl`` or ``timeout`` of another type;
+        :class:`InvalidURL`; ``ClientConnectorDNSError``,
+        ``ClientConnectorError`` (refused, or the server hung up during TLS;
+        ``host``, ``port``, ``os_error``, ``errno``), ``ClientProxyConnectionError``,
+        ``ClientConnectorCertificateError`` (certificate refused),
+        ``ClientConnectorSSLError`` (TLS failed otherwise, e.g. a plain-HTTP
+        server), ``ServerFingerprintMismatch``, ``ClientHttpProxyError``;
+        ``ServerDisconnectedError`` when the server hangs up before its
+        response head is complete, ``ServerConnectionError`` when it resets
+        or answers something that is not HTTP (or a head over 16 KiB);
+        :class:`WSHandshakeTimeout` (a ``ServerTimeoutError``,
+        ``TimeoutError`` and ``trio.TooSlowError``) when the handshake bound
+        passes, :class:`ConnectionTimeoutError` (a ``WSHandshakeTimeout``) if
+        it passes while connecting; :class:`WSServerHandshakeError` (with
+        ``status``, ``headers``, ``body``, ``request_info`` and ``history``)
+        when the server does not accept the upgrade; ``RuntimeError`` once
+        the session is closed. Nothing is left open when it raises.
         """
         if method.upper() != "GET":
             raise ValueError("WebSocket handshakes use GET")
@@ -251,40 +334,61 @@ class ClientSession:
         )
         return _WSConnect(self, url, options)
 
+    def _request_headers(
+        self, target: _Target, key: bytes, auth: BasicAuth | None, o: dict[str, Any]
+    ) -> OutgoingHeaders:
+        """The handshake's headers, merged as aiohttp merges them."""
+        call = OutgoingHeaders(o["headers"] or {})
+        if auth is not None and "Authorization" in call:
+            raise ValueError(
+                "Cannot combine an Authorization header with auth= or credentials in the URL"
+            )
+        # The caller's Upgrade, Connection and Sec-WebSocket-Version win...
+        for name, value in (
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+        ):
+            if name not in call:
+                call.add(name, value)
+        # ...while the key is always ours, and the options replace their header.
+        call["Sec-WebSocket-Key"] = key.decode()
+        if o["protocols"]:
+            call["Sec-WebSocket-Protocol"] = ", ".join(o["protocols"])
+        if o["origin"] is not None:
+            call["Origin"] = o["origin"]
+        if o["compress"]:
+            call["Sec-WebSocket-Extensions"] = client_offer(
+                o["compress"], notakeover=o["notakeover"]
+            )
+        # A header given to ws_connect replaces the session's header of that name.
+        req = OutgoingHeaders()
+        req.add("Host", call.get("Host", target.authority))
+        for k, v in self._headers.items_all():
+            if k not in call:
+                req.add(k, v)
+        for k, v in call.items_all():
+            if k.lower() != "host":
+                req.add(k, v)
+        if "User-Agent" not in req:
+            req.add("User-Agent", _USER_AGENT)
+        if auth is not None:
+            req["Authorization"] = auth.encode()
+        return req
+
     async def _connect(self, url: str, o: dict[str, Any]) -> _Handshaken:
         """Connect and upgrade; on any failure nothing is left open."""
+        _check_options(o)
         if self._closed:
             raise RuntimeError("Session is closed")
         target, url_auth = _parse_url(url, o["params"])
+        if o["auth"] is not None and url_auth is not None:
+            raise ValueError("Cannot combine auth= with credentials in the URL")
         auth = o["auth"] or url_auth or self._auth
         key = generate_nonce()
-        # A header given to ws_connect replaces the session's header of that name.
-        call = Headers(o["headers"] or {})
-        req = Headers([(k, v) for k, v in self._headers.items_all() if k not in call])
-        for k, v in call.items_all():
-            req.add(k, v)
-        names = {k.lower() for k in req}
-        base = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key.decode()),
-            ("Sec-WebSocket-Version", "13"),
-        ]
-        if "user-agent" not in names:
-            base.append(("User-Agent", _USER_AGENT))
-        if o["protocols"]:
-            base.append(("Sec-WebSocket-Protocol", ", ".join(o["protocols"])))
-        if o["compress"]:
-            base.append(
-                (
-                    "Sec-WebSocket-Extensions",
-                    client_offer(o["compress"], notakeover=o["notakeover"]),
-                )
-            )
-        if o["origin"] is not None:
-            base.append(("Origin", o["origin"]))
-        if auth is not None and "authorization" not in names:
-            base.append(("Authorization", auth.encode()))
+        headers = self._request_headers(target, key, auth, o)
+        request_info = RequestInfo(target.url, "GET", headers, target.url)
+        timeouts = _Timeouts.of(o["timeout"], o["receive_timeout"])
         proxy = None
         proxy_headers: list[tuple[str, str]] = list((o["proxy_headers"] or {}).items())
         if o["proxy"]:
@@ -297,30 +401,35 @@ class ClientSession:
             )
             if pauth is not None:
                 proxy_headers.append(("Proxy-Authorization", pauth.encode()))
-        ssl_context = _ssl_context(o["ssl"]) if target.secure else None
-        with trio.move_on_after(o["timeout"]) as scope:
-            response = await open_upgraded_stream(
+        ssl = o["ssl"]
+        ssl_context = _ssl_context(ssl) if target.secure else None
+        fingerprint = ssl.fingerprint if isinstance(ssl, Fingerprint) and target.secure else None
+        stream = None
+        with trio.move_on_after(timeouts.handshake) as scope:
+            stream = await open_connection(
                 host=target.host,
                 port=target.port,
-                target=target.path,
-                headers=[*base, *req.items_all()],
                 ssl_context=ssl_context,
+                ssl_arg=ssl,
+                fingerprint=fingerprint,
                 proxy=proxy,
                 proxy_headers=proxy_headers,
             )
-        if scope.cancelled_caught:
-            raise WSHandshakeTimeout(
-                f"Connection to {target.host}:{target.port} timed out after {o['timeout']} seconds"
+            response = await request_upgrade(
+                stream, target=target.path, headers=headers.items_all()
             )
+        if scope.cancelled_caught:
+            where = f"{target.host}:{target.port}"
+            after = f"after {timeouts.handshake} seconds"
+            if stream is None:
+                raise ConnectionTimeoutError(f"Connection to {where} timed out {after}")
+            raise WSHandshakeTimeout(f"WebSocket handshake with {where} timed out {after}")
+        assert stream is not None
         try:
-            protocol, deflate = self._check_upgrade(response, key, o)
-        except BaseException:
-            await trio.aclose_forcefully(response.stream)
-            raise
-        try:
+            protocol, deflate = self._check_upgrade(response, key, o, request_info)
             ws = ClientWebSocketResponse(
-                timeout=o["timeout"],
-                receive_timeout=o["receive_timeout"],
+                timeout=timeouts.close,
+                receive_timeout=timeouts.receive,
                 autoclose=o["autoclose"],
                 autoping=o["autoping"],
                 heartbeat=o["heartbeat"],
@@ -328,9 +437,9 @@ class ClientSession:
                 **{k: o[k] for k in ("max_queue", "write_limit") if o[k] is not None},
             )
         except BaseException:
-            await trio.aclose_forcefully(response.stream)
+            await trio.aclose_forcefully(stream)
             raise
-        return _Handshaken(ws, response, protocol, deflate)
+        return _Handshaken(ws, stream, response, protocol, deflate)
 
     async def _run_owned(
         self,
@@ -360,12 +469,19 @@ class ClientSession:
                 await handshaken.abort()
 
     @staticmethod
-    def _check_upgrade(response: Any, key: bytes, o: dict[str, Any]) -> tuple[str | None, Any]:
-        headers: Headers = response.headers
+    def _check_upgrade(
+        response: UpgradeResponse, key: bytes, o: dict[str, Any], request_info: RequestInfo
+    ) -> tuple[str | None, BoundedDeflate | None]:
+        headers = response.headers
 
         def fail(message: str) -> WSServerHandshakeError:
             return WSServerHandshakeError(
-                message, status=response.status, headers=headers, body=response.body
+                request_info,
+                (),
+                status=response.status,
+                message=message,
+                headers=headers,
+                body=response.body,
             )
 
         if response.status != 101:
@@ -394,7 +510,8 @@ class ClientSession:
                     notakeover=o["notakeover"],
                 )
             except DeflateNegotiationError as exc:
-                raise fail(f"Invalid extension answer: {exc}") from None
+                # As aiohttp: the parse error is the cause of the handshake error.
+                raise fail(f"Invalid extension answer: {exc}") from WSHandshakeError(str(exc))
         return protocol, deflate
 
 
@@ -407,15 +524,16 @@ class _Handshaken:
     """
 
     ws: ClientWebSocketResponse
+    stream: trio.abc.Stream
     response: UpgradeResponse
     protocol: str | None
-    deflate: Any
+    deflate: BoundedDeflate | None
 
     def start(self, nursery: trio.Nursery) -> ClientWebSocketResponse:
         """Start the WebSocket's tasks in ``nursery``; they own the stream from here on."""
         self.ws._start(
             nursery,
-            self.response.stream,
+            self.stream,
             extensions=[self.deflate] if self.deflate is not None else None,
             protocol=self.protocol,
             trailing_data=self.response.trailing_data,
@@ -424,7 +542,7 @@ class _Handshaken:
 
     async def abort(self) -> None:
         """Close the stream of a WebSocket that was never started."""
-        await trio.aclose_forcefully(self.response.stream)
+        await trio.aclose_forcefully(self.stream)
 
 
 class _WSConnect:

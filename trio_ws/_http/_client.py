@@ -1,17 +1,20 @@
 """The client side of the HTTP upgrade: TCP, TLS, CONNECT proxies and one h11 exchange.
 
-Theory of operation: :func:`open_upgraded_stream` connects (directly or
-through an HTTP proxy's CONNECT tunnel), wraps TLS when asked, writes one GET
-request with the caller's headers and reads the response head with h11. It
-returns the stream, the status, the headers and any bytes read past the head;
-the caller decides whether the answer is an acceptable upgrade. Every failure
-is translated here into one of trio_ws's documented client exceptions.
+Theory of operation: :func:`open_connection` connects (directly or through
+an HTTP proxy's CONNECT tunnel) and wraps TLS when asked; :func:`request_upgrade`
+writes one GET request with the caller's headers on that stream and reads the
+response head with h11. It returns the status, the headers and any bytes read
+past the head; the caller decides whether the answer is an acceptable
+upgrade. Every failure is translated here into one of trio_ws's documented
+client exceptions, as aiohttp's connector and response reader raise them.
 
 Never: parse WebSocket frames, or leave a stream open on failure.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import ipaddress
 import socket
 import ssl as _ssl
@@ -24,13 +27,18 @@ from .._exceptions import (
     ClientConnectorCertificateError,
     ClientConnectorDNSError,
     ClientConnectorError,
+    ClientConnectorSSLError,
     ClientHttpProxyError,
     ClientOSError,
+    ClientProxyConnectionError,
+    RequestInfo,
     ServerConnectionError,
+    ServerDisconnectedError,
+    ServerFingerprintMismatch,
 )
 from ._headers import Headers
 
-__all__ = ["UpgradeResponse", "open_upgraded_stream"]
+__all__ = ["UpgradeResponse", "host_header", "open_connection", "request_upgrade"]
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -39,7 +47,6 @@ _MAX_ERROR_BODY = 64 * 1024
 class UpgradeResponse:
     """The server's answer to the upgrade request."""
 
-    stream: trio.abc.Stream
     status: int
     reason: str
     headers: Headers
@@ -47,7 +54,22 @@ class UpgradeResponse:
     trailing_data: bytes
 
 
-async def _tcp(host: str, port: int) -> trio.SocketStream:
+def _last_os_error(exc: OSError) -> OSError:
+    """The error of the last attempt when ``open_tcp_stream`` tried several addresses."""
+    # An ExceptionGroup of one OSError per attempt, in the order they failed
+    # (looked up by attribute: Python 3.10 has no ExceptionGroup built in).
+    found: BaseException | None = exc.__cause__
+    while found is not None and getattr(found, "exceptions", None):
+        found = found.exceptions[-1]  # type: ignore[attr-defined]
+    return found if isinstance(found, OSError) else exc
+
+
+async def _tcp(
+    host: str,
+    port: int,
+    ssl_arg: object,
+    error: type[ClientConnectorError] = ClientConnectorError,
+) -> trio.SocketStream:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -59,11 +81,9 @@ async def _tcp(host: str, port: int) -> trio.SocketStream:
             return await _connect_literal(host, port, address.version)
         return await trio.open_tcp_stream(host, port)
     except socket.gaierror as exc:
-        raise ClientConnectorDNSError(
-            f"Cannot connect to host {host}:{port}: name resolution failed ({exc})"
-        ) from exc
+        raise ClientConnectorDNSError(host, port, exc, ssl_arg) from exc
     except OSError as exc:
-        raise ClientConnectorError(f"Cannot connect to host {host}:{port}: {exc}") from exc
+        raise error(host, port, _last_os_error(exc), ssl_arg) from exc
 
 
 async def _connect_literal(host: str, port: int, version: int) -> trio.SocketStream:
@@ -77,21 +97,44 @@ async def _connect_literal(host: str, port: int, version: int) -> trio.SocketStr
     return trio.SocketStream(sock)
 
 
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The first ``OSError`` in ``exc``'s chain of causes."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    return cause
+
+
 async def _tls(
-    stream: trio.abc.Stream, host: str, ssl_context: _ssl.SSLContext
+    stream: trio.abc.Stream,
+    host: str,
+    port: int,
+    ssl_context: _ssl.SSLContext,
+    ssl_arg: object,
+    fingerprint: bytes | None,
 ) -> trio.SSLStream[trio.abc.Stream]:
     tls = trio.SSLStream(stream, ssl_context, server_hostname=host)
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
-        cause = exc.__cause__
-        # The server hanging up mid-handshake is a broken connection, not a TLS failure.
+        cause = _os_cause(exc)
+        if isinstance(cause, _ssl.CertificateError):
+            raise ClientConnectorCertificateError(host, port, cause, ssl_arg) from exc
         if isinstance(cause, _ssl.SSLError) and not isinstance(cause, _ssl.SSLEOFError):
-            raise ClientConnectorCertificateError(
-                f"TLS handshake with {host} failed: {cause}"
-            ) from exc
-        raise ClientConnectorError(f"TLS handshake with {host} failed: {exc}") from exc
+            # TLS itself failed: e.g. a plain-HTTP answer ("wrong version number").
+            raise ClientConnectorSSLError(host, port, cause, ssl_arg) from exc
+        # The server hung up or reset mid-handshake: a broken connection.
+        if cause is None:
+            cause = ConnectionResetError(
+                errno.ECONNRESET, "Connection lost during the TLS handshake"
+            )
+        raise ClientConnectorError(host, port, cause, ssl_arg) from exc
+    if fingerprint is not None:
+        got = hashlib.sha256(tls.getpeercert(binary_form=True) or b"").digest()
+        if got != fingerprint:
+            await trio.aclose_forcefully(tls)
+            raise ServerFingerprintMismatch(fingerprint, got, host, port)
     return tls
 
 
@@ -135,7 +178,7 @@ async def _exchange(
                 continue
             if event is h11.PAUSED or isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 if head is None:
-                    raise ServerConnectionError("Server disconnected before a response")
+                    raise ServerDisconnectedError("Server disconnected before a response")
                 return head, b"".join(body), b""
     except h11.RemoteProtocolError as exc:
         if eof and head is not None:
@@ -143,7 +186,7 @@ async def _exchange(
             return head, b"".join(body), b""
         if eof:
             where = "in the middle of the response head" if got_any else "before a response"
-            raise ServerConnectionError(f"Server disconnected {where}") from exc
+            raise ServerDisconnectedError(f"Server disconnected {where}") from exc
         raise ServerConnectionError(f"Invalid HTTP response: {exc}") from exc
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         if head is not None:
@@ -153,7 +196,8 @@ async def _exchange(
         raise ClientOSError(f"Connection failed during the handshake: {exc}") from exc
 
 
-def _host_header(host: str, port: int, default_port: int) -> str:
+def host_header(host: str, port: int, default_port: int) -> str:
+    """The ``Host`` header value (the port left out when it is ``default_port``)."""
     shown = f"[{host}]" if ":" in host else host
     return shown if port == default_port else f"{shown}:{port}"
 
@@ -164,14 +208,12 @@ async def _through_proxy(
     target_host: str,
     target_port: int,
     proxy_headers: list[tuple[str, str]],
+    ssl_arg: object,
 ) -> tuple[trio.abc.Stream, bytes]:
-    stream = await _tcp(proxy_host, proxy_port)
-    authority = _host_header(target_host, target_port, -1)
-    request = h11.Request(
-        method="CONNECT",
-        target=authority,
-        headers=[("Host", authority), *proxy_headers],
-    )
+    stream = await _tcp(proxy_host, proxy_port, ssl_arg, ClientProxyConnectionError)
+    authority = host_header(target_host, target_port, -1)
+    headers = [("Host", authority), *proxy_headers]
+    request = h11.Request(method="CONNECT", target=authority, headers=headers)
     try:
         head, body, trailing = await _exchange(stream, request, method_connect=True)
     except BaseException:
@@ -179,54 +221,73 @@ async def _through_proxy(
         raise
     if not 200 <= head.status_code < 300:
         await trio.aclose_forcefully(stream)
+        url = f"http://{host_header(proxy_host, proxy_port, 80)}"
         raise ClientHttpProxyError(
-            f"Proxy refused CONNECT: {head.status_code} {head.reason.decode('latin-1')}",
+            RequestInfo(url, "CONNECT", Headers(headers), url),
+            (),
             status=head.status_code,
+            message=f"Proxy refused CONNECT: {head.status_code} {head.reason.decode('latin-1')}",
             headers=Headers.from_raw(head.headers.raw_items()),
             body=body,
         )
     return stream, trailing
 
 
-async def open_upgraded_stream(
+async def open_connection(
     *,
     host: str,
     port: int,
-    target: str,
-    headers: list[tuple[str, str]],
     ssl_context: _ssl.SSLContext | None,
+    ssl_arg: object = True,
+    fingerprint: bytes | None = None,
     proxy: tuple[str, int] | None = None,
     proxy_headers: list[tuple[str, str]] | None = None,
-) -> UpgradeResponse:
-    """Connect to ``host:port`` and send ``GET target`` with ``headers``.
+) -> trio.abc.Stream:
+    """Connect to ``host:port`` (through ``proxy`` with CONNECT), with TLS if ``ssl_context``.
 
+    ``ssl_arg`` is the caller's ``ssl=`` argument, shown in error messages;
+    ``fingerprint`` a SHA-256 digest the server's certificate must have.
     Raises ``ClientConnectorDNSError`` (name resolution), ``ClientConnectorError``
-    (refused, unreachable), ``ClientConnectorCertificateError`` (TLS),
-    ``ClientHttpProxyError`` (the proxy refused CONNECT) and
-    ``ServerConnectionError`` (the connection broke or the answer was not HTTP).
+    (refused, unreachable, or a hang-up during TLS), ``ClientProxyConnectionError``
+    (the proxy is unreachable), ``ClientHttpProxyError`` (the proxy refused
+    CONNECT), ``ClientConnectorCertificateError`` (the certificate was
+    refused), ``ClientConnectorSSLError`` (TLS failed otherwise),
+    ``ServerFingerprintMismatch`` and ``ServerConnectionError``.
     """
     if proxy is not None:
-        stream, early = await _through_proxy(proxy[0], proxy[1], host, port, proxy_headers or [])
+        stream, early = await _through_proxy(
+            proxy[0], proxy[1], host, port, proxy_headers or [], ssl_arg
+        )
         if early:
             await trio.aclose_forcefully(stream)
             raise ServerConnectionError("Proxy sent data before the tunnel was used")
     else:
-        stream = await _tcp(host, port)
+        stream = await _tcp(host, port, ssl_arg)
+    if ssl_context is not None:
+        try:
+            stream = await _tls(stream, host, port, ssl_context, ssl_arg, fingerprint)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return stream
+
+
+async def request_upgrade(
+    stream: trio.abc.Stream, *, target: str, headers: list[tuple[str, str]]
+) -> UpgradeResponse:
+    """Send ``GET target`` with ``headers`` (``Host`` included) and read the answer's head.
+
+    Closes ``stream`` when it raises: ``ServerDisconnectedError`` (the server
+    hung up before its head was complete), ``ServerConnectionError`` (reset,
+    or an answer that is not HTTP) or ``ClientOSError``.
+    """
     try:
-        if ssl_context is not None:
-            stream = await _tls(stream, host, ssl_context)
-        default_port = 443 if ssl_context is not None else 80
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[("Host", _host_header(host, port, default_port)), *headers],
-        )
+        request = h11.Request(method="GET", target=target, headers=headers)
         head, body, trailing = await _exchange(stream, request)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
     return UpgradeResponse(
-        stream=stream,
         status=head.status_code,
         reason=head.reason.decode("latin-1"),
         headers=Headers.from_raw(head.headers.raw_items()),
