@@ -91,10 +91,16 @@ def check_body(data: Data) -> str | None:
 
 @dataclass
 class Schedule:
-    """What each sender sends, in order: ``(size, text)`` per message."""
+    """What each sender sends, in order: ``(size, text)`` per message.
+
+    Messages are generated once, up front (:meth:`prepare`): generating a 1 MiB
+    message takes ~10 ms, and a test that spends that inside the event loop
+    delays pongs and can trip a 0.05 s heartbeat on its own.
+    """
 
     seed: int
     per_sender: list[list[tuple[int, bool]]]
+    _cache: dict[tuple[int, int], Data] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, seed: int, senders: int, sizes: tuple[int, ...], extra: int = 0) -> Schedule:
@@ -104,15 +110,25 @@ class Schedule:
         plan: list[list[tuple[int, bool]]] = []
         for k in range(senders):
             mine = [s for s in sizes if s or k == 0]
-            small = [s for s in (1, 125, 126, 300, 4000, 20000) if s or k == 0]
+            small = [s for s in (0, 1, 125, 126, 300, 4000, 20000, 100_000) if s or k == 0]
             mine += [rng.choice(small) for _ in range(extra)]
             rng.shuffle(mine)
             plan.append([(s, rng.random() < 0.5) for s in mine])
         return cls(seed, plan)
 
+    def prepare(self) -> None:
+        """Generate every message now rather than while the connection runs."""
+        for sender, plan in enumerate(self.per_sender):
+            for seq in range(len(plan)):
+                self.message(sender, seq)
+
     def message(self, sender: int, seq: int) -> Data:
-        size, text = self.per_sender[sender][seq]
-        return make_message(self.seed, sender, seq, size, text)
+        key = (sender, seq)
+        data = self._cache.get(key)
+        if data is None:
+            size, text = self.per_sender[sender][seq]
+            data = self._cache[key] = make_message(self.seed, sender, seq, size, text)
+        return data
 
     @property
     def total(self) -> int:
@@ -121,7 +137,7 @@ class Schedule:
 
 @dataclass
 class Expectations:
-    """The receiving side of a :class:`Schedule`: every message exactly once, in order per sender."""
+    """The receiving end of a :class:`Schedule`: each message once, in order per sender."""
 
     schedule: Schedule
     next_seq: list[int] = field(default_factory=list)

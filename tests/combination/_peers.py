@@ -23,7 +23,7 @@ import concurrent.futures
 import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ from wsproto.extensions import PerMessageDeflate
 import trio_ws
 from trio_ws import WSMsgType, web
 
-from ._payload import MiB, Data, check_body
+from ._payload import Data, MiB, check_body
 
 HOST = "127.0.0.1"
 MAX_SIZE = 8 * MiB
@@ -134,10 +134,8 @@ async def wait_future(future: concurrent.futures.Future[T]) -> T:
         done = trio.Event()
 
         def wake(_: object) -> None:
-            try:
+            with suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
 
         future.add_done_callback(wake)
         try:
@@ -409,9 +407,7 @@ class _WsprotoPeer:
         return self.pending.pop(0)
 
     async def client_handshake(self, port: int) -> None:
-        await self.send(
-            Request(host=f"{HOST}:{port}", target="/", extensions=self.extensions())
-        )
+        await self.send(Request(host=f"{HOST}:{port}", target="/", extensions=self.extensions()))
         event = await self.next_event()
         if not isinstance(event, AcceptConnection):
             raise AssertionError(f"wsproto client: handshake answered with {event!r}")
