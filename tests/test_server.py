@@ -196,7 +196,7 @@ async def test_idle_keepalive_and_slow_head_are_closed() -> None:
 async def test_trio_ws_client_echo_subprotocol_and_compression() -> None:
     async with running() as site, trio_ws.ClientSession() as session:
         async with session.ws_connect(
-            f"ws://127.0.0.1:{site.port}/ws", protocols=["nope", "superchat", "chat"]
+            f"ws://127.0.0.1:{site.port}/ws", protocols=["nope", "superchat", "chat"], compress=15
         ) as ws:
             assert ws.protocol == "superchat"
             assert ws.compress
