@@ -228,23 +228,63 @@ async def test_close_timeout_when_peer_never_answers(autojump_clock: trio.abc.Cl
         assert isinstance(await peer.next_event(), CloseConnection)
 
 
-async def test_receive_during_close_returns_closing_on_server(
-    autojump_clock: trio.abc.Clock,
+@pytest.mark.parametrize("role", ROLES)
+async def test_receive_in_progress_when_close_begins_returns_closing_then_closed(
+    role: str, autojump_clock: trio.abc.Clock
 ) -> None:
-    async with ws_pair("server") as (ws, peer, nursery):
+    """As aiohttp: the receive() that waits when close() begins gets CLOSING, later ones CLOSED.
+
+    The server then ends the connection at once, without waiting for the
+    peer's answer (close_code is the code it sent); the client waits for it.
+    """
+    async with ws_pair(role, timeout=10.0) as (ws, peer, nursery):
         got: list[WSMessage] = []
 
         async def reader() -> None:
             got.append(await ws.receive())
 
+        result: list[bool] = []
+
+        async def closer() -> None:
+            result.append(await ws.close(code=4000))
+
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(ws.close)
+        start = trio.current_time()
+        nursery.start_soon(closer)
         event = await peer.next_event()
-        assert isinstance(event, CloseConnection)
+        assert isinstance(event, CloseConnection) and event.code == 4000
         await trio.testing.wait_all_tasks_blocked()
         assert got == [WSMessage(WSMsgType.CLOSING, None, None)]
-        await peer.send(event.response())
+        if role == "server":
+            with trio.fail_after(1):
+                await _peer.finished(ws)
+            assert await peer.next_event() is None  # the connection is gone
+        else:
+            assert not _peer.is_finished(ws)  # the client waits for the answer
+            await peer.send(CloseConnection(code=4000))
+            await _peer.finished(ws)
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == start
+        assert result == [True]
+        assert ws.close_code == 4000
+        assert ws.exception() is None
+        assert (await ws.receive()).type == WSMsgType.CLOSED
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_receive_called_while_close_waits_returns_closed(
+    role: str, autojump_clock: trio.abc.Clock
+) -> None:
+    """A receive() that starts while close() waits for the answer gets CLOSED (aiohttp)."""
+    async with ws_pair(role) as (ws, peer, nursery):
+        nursery.start_soon(ws.close)
+        assert isinstance(await peer.next_event(), CloseConnection)
+        assert (await ws.receive()).type == WSMsgType.CLOSED
+        assert not _peer.is_finished(ws)
+        await peer.send(CloseConnection(code=1000))
+        await _peer.finished(ws)
+        assert ws.close_code == WSCloseCode.OK
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -441,6 +481,7 @@ async def test_autoclose_false_lets_app_answer() -> None:
         assert await ws.close() is True
         event = await peer.next_event()
         assert isinstance(event, CloseConnection) and event.code == 1000
+        assert ws.close_code == 1001  # the peer's code, not 1006 (issue 16)
 
 
 async def test_send_backpressure_with_non_reading_peer() -> None:
@@ -666,17 +707,18 @@ async def echoing_over_the_socket(
     return got
 
 
-async def closing_returned_then_answer(ws: Any, peer: _peer.Peer, got: list[WSMessage]) -> None:
-    """At the close frame: the echo loop's receive() already returned CLOSING; answer it."""
+async def closing_returned_then_over(ws: Any, peer: _peer.Peer, got: list[WSMessage]) -> None:
+    """At the close frame: the echo loop's receive() returned CLOSING, and the
+    server ended the connection without waiting for the peer's answer."""
     event = await peer.next_event()
     assert isinstance(event, CloseConnection)
-    await trio.testing.wait_all_tasks_blocked()
-    # Returned before the peer answered the close.
-    assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
-    await peer.send(event.response())
     with trio.fail_after(5):
         await _peer.finished(ws)
+    await trio.testing.wait_all_tasks_blocked()
+    assert got[1:] == [WSMessage(WSMsgType.CLOSING, None, None)]
+    assert await peer.next_event() is None
     assert ws.close_code == WSCloseCode.OK
+    assert ws.exception() is None
 
 
 async def test_close_from_another_task_wakes_receive_reading_the_socket() -> None:
@@ -684,7 +726,7 @@ async def test_close_from_another_task_wakes_receive_reading_the_socket() -> Non
         got = await echoing_over_the_socket(ws, peer, nursery)
         assert _peer.socket_owner(ws) == "receive waits"
         nursery.start_soon(ws.close)
-        await closing_returned_then_answer(ws, peer, got)
+        await closing_returned_then_over(ws, peer, got)
 
 
 async def test_peer_vanishes_while_receive_reads_the_socket() -> None:
@@ -722,4 +764,4 @@ async def test_close_wakes_receive_after_a_blocked_write() -> None:
             assert isinstance(part, BytesMessage)
             received += part.data
         assert received == big
-        await closing_returned_then_answer(ws, peer, got)
+        await closing_returned_then_over(ws, peer, got)

@@ -137,6 +137,8 @@ class EngineCore:
         "_autoclose",
         "_autoping",
         "_close_code",
+        "_closing_due",
+        "_decode_text",
         "_deferred",
         "_deflate",
         "_done",
@@ -174,6 +176,7 @@ class EngineCore:
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         max_queue: int = DEFAULT_MAX_QUEUE,
         write_limit: int = DEFAULT_WRITE_LIMIT,
+        decode_text: bool = True,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -189,6 +192,7 @@ class EngineCore:
         self._max_msg_size = max_msg_size
         self._max_queue = max_queue
         self._write_limit = write_limit
+        self._decode_text = decode_text
 
         self._stream: trio.abc.Stream | None = None
         self._driver: FrameDriver | None = None
@@ -207,6 +211,9 @@ class EngineCore:
         # The peer's CLOSE (or a protocol error) waiting in the inbox behind
         # messages queued before it; acted on when the application takes it.
         self._deferred: WSMessage | None = None
+        # close() began while a receive() was in progress: the next answer
+        # from the state (not a queued message) is CLOSING, once (aiohttp).
+        self._closing_due = False
 
         self._getter = Waiter()  # a receive() waiting for a message
         self._reader_lot = Waiter()  # the reader, paused or without the socket

@@ -13,10 +13,12 @@ may do one more thing:
 * when the message is the peer's close (or a protocol error) that waited
   behind data, it is acted on now (see ``_reader.py``).
 
-With the inbox empty, ``receive()`` answers from the state (CLOSING or
-CLOSED while our close is out, CLOSED once no input can come) or waits:
+With the inbox empty, ``receive()`` answers from the state or waits:
 parked until the reader brings input, or on the socket itself when it may
-take the socket (see ``_reader.py``).
+take the socket (see ``_reader.py``). Once the connection is not ``OPEN``
+the answer is CLOSED, except once: the ``receive()`` that was in progress
+when ``close()`` began in another task returns CLOSING (``_closing_due``,
+as aiohttp on both sides; a call made while ``close()`` waits gets CLOSED).
 
 **Checkpoints.** Every return from ``receive()`` is a checkpoint except
 taking a queued message, the fast path: a cancel point that yields to the
@@ -35,7 +37,7 @@ from typing import Any, Final
 import trio
 
 from .._models import WS_CLOSED_MESSAGE, WS_CLOSING_MESSAGE, WSMessage
-from ._core import CLOSE_SENT, OPEN, READER_WAITS
+from ._core import OPEN, READER_WAITS
 from ._reader import Reader
 
 _YIELD_EVERY: Final = 32  # receive() yields at least once per this many queued messages
@@ -79,12 +81,15 @@ class Inbox(Reader):
                     if not inbox:
                         self._reply_credit = True
                 return msg
-            state = self._state
-            if state is not OPEN:
+            if self._state is not OPEN:
                 await trio.lowlevel.checkpoint()
-                if state is CLOSE_SENT:  # close() runs in another task
-                    return WS_CLOSED_MESSAGE if self._client else WS_CLOSING_MESSAGE
-                # The peer closed, or the connection is over: no more input.
+                if self._closing_due:
+                    # This call (or the one it interrupted) was in progress
+                    # when close() began in another task.
+                    self._closing_due = False
+                    return WS_CLOSING_MESSAGE
+                # Our close is out, the peer closed, or the connection is
+                # over: no more input.
                 if not self._client:
                     self._closed_reads += 1
                     if self._closed_reads >= _CLOSED_ACCESS_LIMIT:

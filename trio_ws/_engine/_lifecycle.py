@@ -33,13 +33,14 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .._exceptions import ServerTimeoutError, WSTimeoutError
+from .._exceptions import ClientConnectionResetError, ServerTimeoutError, WSTimeoutError
 from .._models import WSCloseCode
 from .._protocol._deflate import BoundedDeflate
 from .._protocol._driver import FrameDriver
 from ._core import (
     ABORT,
     CLOSE_RECEIVED,
+    CLOSE_SENT,
     OPEN,
     POSIX,
     SEND_CLOSE,
@@ -64,20 +65,54 @@ class Lifecycle(Inbox):
         trailing_data: bytes = b"",
     ) -> None:
         """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``."""
+        self._setup(stream, extensions=extensions, protocol=protocol)
+        self._launch(nursery, trailing_data)
+
+    def _setup(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        extensions: list[BoundedDeflate] | None = None,
+        protocol: str | None = None,
+    ) -> None:
+        """Make the API usable before the handshake's last write (no task, no I/O).
+
+        From here ``send_*`` and ``close()`` queue their frames (nothing is
+        written before :meth:`_launch`) and ``receive()`` waits; the owner
+        then calls ``_launch``, or ``_abandon`` if the handshake fails.
+        """
         self._stream = stream
-        if POSIX and isinstance(stream, trio.SocketStream):
-            # os.read/os.write take a socket's descriptor on POSIX only.
-            self._fd = stream.socket.fileno()
         self._deflate = extensions[0] if extensions else None
         self._driver = FrameDriver(
             client=self._client, extensions=list(extensions or []), max_size=self._max_msg_size
         )
         self._protocol = protocol
+
+    def _launch(self, nursery: trio.Nursery, trailing_data: bytes = b"") -> None:
+        """Start the tasks after :meth:`_setup`, once the handshake is written."""
+        stream = self._stream
+        assert stream is not None
+        if POSIX and isinstance(stream, trio.SocketStream):
+            # os.read/os.write take a socket's descriptor on POSIX only.
+            self._fd = stream.socket.fileno()
         self._last_rx = trio.current_time()
         self._reply_credit = True  # the first send after the handshake
         if trailing_data:
             self._on_data(trailing_data)
         nursery.start_soon(self._run)
+
+    def _abandon(self, exc: BaseException | None) -> None:
+        """The handshake failed after :meth:`_setup`: over (1006), nothing runs.
+
+        Wakes a ``close()`` waiting in another task. The stream stays the
+        owner's to close.
+        """
+        self._out.clear()
+        self._out_size = 0
+        err = ClientConnectionResetError("Connection lost")
+        err.__cause__ = exc
+        self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err)
+        self._done.set()
 
     async def _run(self) -> None:
         try:
@@ -128,10 +163,20 @@ class Lifecycle(Inbox):
                 self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err, drop=True, report=True)
                 return
 
-    async def _wait_done(self) -> None:
-        """Wait up to ``timeout`` for the connection to end; past it, drop it (1006)."""
+    async def _wait_done(self, *, end_when_flushed: bool = False) -> None:
+        """Wait up to ``timeout`` for the connection to end; past it, drop it (1006).
+
+        ``end_when_flushed``: end the connection (keeping ``close_code``) as
+        soon as everything queued, our close frame included, is written,
+        unless the peer's answer came first.
+        """
         try:
             with trio.move_on_after(self._timeout) as scope:
+                if end_when_flushed:
+                    # The writer wakes the drain lot once its buffer is empty.
+                    while self._out_size and self._state is CLOSE_SENT:
+                        await self._drain_lot.park()
+                    self._transition(ABORT, self._close_code)
                 await self._done.wait()
         except trio.Cancelled:
             self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, drop=True)
@@ -178,8 +223,7 @@ class Lifecycle(Inbox):
 
     async def _close(self, code: int | None = WSCloseCode.OK, message: bytes | str = b"") -> bool:
         """``close()``: see its docstring in ``_websocket.py``."""
-        driver = self._driver
-        if driver is None:
+        if self._driver is None:
             raise RuntimeError("Call .prepare() first")
         if code is None:
             code = WSCloseCode.OK
@@ -187,18 +231,36 @@ class Lifecycle(Inbox):
         # (with autoclose that answers it, and this call has nothing to do).
         self._run_deferred()
         reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-        state = self._state
-        if state is CLOSE_RECEIVED:
-            # autoclose=False and the peer closed first: answer and finish.
-            self._write(driver.encode_close(code, reason))
-            self._transition(SEND_CLOSE)
-            await self._wait_done()
-            return True
-        if state is not OPEN:
+        receiving = self._receiving and self._state is OPEN
+        if receiving:
+            self._closing_due = True  # that receive() returns CLOSING
+        if not self._queue_close(code, reason):
             await trio.lowlevel.checkpoint()
             return False
-        # Wakes a waiting receive() (it returns CLOSING) and blocked senders (they raise).
+        # aiohttp's server: with a receive() in progress elsewhere, the
+        # connection ends as soon as our close frame is out, without waiting
+        # for the peer's answer; close_code is then the code we sent.
+        await self._wait_done(end_when_flushed=receiving and not self._client)
+        return True
+
+    def _queue_close(self, code: int | None, reason: str) -> bool:
+        """Queue our CLOSE frame if we may still send one; False if not.
+
+        Open: the handshake starts (``close_code`` is ours until the peer
+        answers). After the peer's close (``autoclose=False``): this answers
+        it and the connection is closed, with the peer's code. Wakes a
+        waiting ``receive()`` (it returns CLOSING or CLOSED) and blocked
+        senders (they raise).
+        """
+        driver = self._driver
+        assert driver is not None
+        state = self._state
+        if state is CLOSE_RECEIVED:
+            self._write(driver.encode_close(code, reason))
+            self._transition(SEND_CLOSE)
+            return True
+        if state is not OPEN:
+            return False
         self._transition(SEND_CLOSE, code)
         self._write_now(driver.encode_close(code, reason))
-        await self._wait_done()
         return True

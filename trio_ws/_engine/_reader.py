@@ -208,11 +208,17 @@ class Reader(Outbox):
         except WebSocketError as exc:
             error = exc
         inbox = self._inbox
+        decode = self._decode_text
         for msg in out:
             kind = msg.type
             if kind is _TEXT or kind is _BINARY:
                 if self._state is OPEN:  # after our close frame, data is discarded
-                    inbox.append(msg)
+                    if decode or kind is _BINARY:
+                        inbox.append(msg)
+                    else:
+                        # decode_text=False: the driver validated the UTF-8;
+                        # the application gets the bytes (for a bytes parser).
+                        inbox.append(WSMessage(_TEXT, msg.data.encode(), ""))
             elif kind is _PING:
                 if self._autoping:
                     self._answer_ping(driver, msg.data)

@@ -53,12 +53,19 @@ from ._core import (
     RECEIVE,
 )
 from ._lifecycle import Lifecycle
+from ._outbox import as_bytes
 
 __all__ = ["DEFAULT_MAX_MSG_SIZE", "WebSocketEngine"]
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _STOP_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+_FRAME_OPCODES = frozenset(
+    int(t)
+    for t in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG, WSMsgType.CLOSE)
+)
+_SOCKET_INFO = frozenset({"socket", "peername", "sockname"})
+_TLS_INFO = frozenset({"sslcontext", "ssl_object", "peercert", "cipher", "compression"})
 
 
 class WebSocketEngine(Lifecycle):
@@ -81,6 +88,7 @@ class WebSocketEngine(Lifecycle):
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         max_queue: int = DEFAULT_MAX_QUEUE,
         write_limit: int = DEFAULT_WRITE_LIMIT,
+        decode_text: bool = True,
     ) -> None:
         super().__init__(
             timeout=timeout,
@@ -91,6 +99,7 @@ class WebSocketEngine(Lifecycle):
             max_msg_size=max_msg_size,
             max_queue=max_queue,
             write_limit=write_limit,
+            decode_text=decode_text,
         )
 
     # ------------------------------------------------------------------ state
@@ -135,20 +144,47 @@ class WebSocketEngine(Lifecycle):
         return self._exception
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Transport details: ``"peername"``, ``"sockname"`` or ``"socket"``, else ``default``."""
+        """Transport details by name, as aiohttp's ``get_extra_info``; else ``default``.
+
+        ``"peername"`` and ``"sockname"`` (the socket's addresses),
+        ``"socket"`` (the ``trio.socket`` object), and over TLS
+        ``"sslcontext"`` (the ``ssl.SSLContext``), ``"ssl_object"`` (the
+        ``ssl.SSLObject``), ``"peercert"`` (the peer's certificate as
+        ``ssl.SSLObject.getpeercert()`` returns it), ``"cipher"`` and
+        ``"compression"``. Every name gives ``default`` before the
+        connection starts, once it has ended (after ``close()`` returned),
+        and for a TLS name on a plain connection. Raises nothing.
+        """
         stream = self._stream
-        while stream is not None and not isinstance(stream, trio.SocketStream):
-            stream = getattr(stream, "transport_stream", None)
-        if stream is None:
+        if stream is None or self._done.is_set():
             return default
-        sock = stream.socket
-        if name == "socket":
-            return sock
-        if name == "peername":
-            return sock.getpeername()
-        if name == "sockname":
-            return sock.getsockname()
-        return default
+        tls: trio.SSLStream[Any] | None = None
+        while not isinstance(stream, trio.SocketStream):
+            if tls is None and isinstance(stream, trio.SSLStream):
+                tls = stream
+            stream = getattr(stream, "transport_stream", None)
+            if stream is None:
+                return default
+        try:
+            if name in _SOCKET_INFO:
+                sock = stream.socket
+                if name == "socket":
+                    return sock
+                return sock.getpeername() if name == "peername" else sock.getsockname()
+            if tls is None or name not in _TLS_INFO:
+                return default
+            if name == "sslcontext":
+                return tls.context
+            if name == "ssl_object":
+                # trio keeps the SSLObject private; its public methods are forwarded.
+                return getattr(tls, "_ssl_object", default)
+            if name == "peercert":
+                return tls.getpeercert()
+            if name == "cipher":
+                return tls.cipher()
+            return tls.compression()
+        except (OSError, trio.NeedHandshakeError):
+            return default
 
     # ------------------------------------------------------------------- send
 
@@ -197,6 +233,80 @@ class WebSocketEngine(Lifecycle):
         """
         await self.send_str(dumps(data), compress=compress)
 
+    async def send_json_bytes(
+        self,
+        data: Any,
+        compress: int | None = None,
+        *,
+        dumps: Callable[[Any], bytes | bytearray | memoryview],
+    ) -> None:
+        """Send ``dumps(data)`` as a BINARY message, for encoders that return
+        bytes (such as ``orjson.dumps``); as :meth:`send_bytes` otherwise.
+
+        Raises what ``dumps`` raises, and as :meth:`send_bytes` (``TypeError``
+        when ``dumps`` does not return bytes).
+        """
+        await self.send_bytes(dumps(data), compress=compress)
+
+    async def send_frame(
+        self,
+        message: bytes | bytearray | memoryview | str,
+        opcode: WSMsgType | int,
+        compress: int | None = None,
+    ) -> None:
+        """Send one frame of type ``opcode`` with payload ``message``.
+
+        TEXT and BINARY send one whole message as :meth:`send_str` and
+        :meth:`send_bytes` do (``compress`` as there). A TEXT payload may be
+        UTF-8 bytes (say from ``orjson.dumps``); it is checked before it
+        is sent. PING and PONG are sent as :meth:`ping` and :meth:`pong`
+        (``compress`` ignored). CLOSE sends our close frame with ``message``
+        as its payload (empty, or a 2-byte code and a UTF-8 reason) and,
+        unlike :meth:`close`, does not wait for the peer's answer: the
+        connection is closing (``closed`` is True) and ends when the answer
+        arrives or the owner's scope ends.
+
+        Raises ``RuntimeError`` on a server response before ``prepare()``,
+        ``ValueError`` for another opcode, a TEXT payload that is not UTF-8,
+        a bad CLOSE payload or a control payload over 125 bytes,
+        ``TypeError`` for a payload that is neither bytes-like nor ``str``,
+        and :class:`~trio_ws.ClientConnectionResetError` once our close
+        frame was sent or the connection ended.
+        """
+        if self._driver is None:
+            raise RuntimeError("Call .prepare() first")
+        if not isinstance(message, (bytes, bytearray, memoryview, str)):
+            raise TypeError(f"message must be bytes-like or str ({type(message)!r})")
+        op = WSMsgType(opcode) if opcode in _FRAME_OPCODES else None
+        if op is _TEXT:
+            text = message if isinstance(message, str) else bytes(message).decode()
+            await self._send_message(text, compress)
+        elif op is _BINARY:
+            data = message.encode() if isinstance(message, str) else message
+            await self._send_message(data, compress)
+        elif op is WSMsgType.PING or op is WSMsgType.PONG:
+            await self._send_control(op is WSMsgType.PONG, message)
+        elif op is WSMsgType.CLOSE:
+            await self._send_close_frame(as_bytes(message))
+        else:
+            raise ValueError(f"send_frame cannot send opcode {opcode!r}")
+
+    async def _send_close_frame(self, payload: bytes) -> None:
+        code: int | None = None
+        reason = ""
+        if payload:
+            if len(payload) < 2:
+                raise ValueError("a CLOSE payload is empty or starts with a 2-byte code")
+            if len(payload) > 125:
+                raise ValueError("a CLOSE payload is at most 125 bytes")
+            code = int.from_bytes(payload[:2], "big")
+            reason = payload[2:].decode()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._queue_close(code, reason):
+            await self._refuse_send()
+        # As ping(): the frame is queued; yield so the writer sends it now.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
     async def ping(self, message: bytes = b"") -> None:
         """Send a PING frame with ``message`` (at most 125 bytes); a checkpoint.
 
@@ -226,9 +336,17 @@ class WebSocketEngine(Lifecycle):
         and it still returns ``True``. After it returns, ``close_code`` is the
         peer's answer and every task of the connection has ended.
 
-        A ``receive()`` waiting in another task returns CLOSING (server) or
-        CLOSED (client). If cancelled, the connection is dropped,
-        ``close_code`` becomes 1006, and ``Cancelled`` propagates.
+        A ``receive()`` in progress in another task returns CLOSING, then
+        CLOSED on later calls (as aiohttp); a ``receive()`` called while
+        ``close()`` waits returns CLOSED. On the server, as in aiohttp,
+        a ``receive()`` in progress also means the connection ends as soon
+        as our close frame is written, without waiting for the peer's answer
+        (``close_code`` is then the code sent). With ``autoclose=False``,
+        calling it after receiving the peer's CLOSE answers that close, and
+        ``close_code`` stays the peer's code. If cancelled, the connection
+        is dropped, ``close_code`` becomes 1006, and ``Cancelled``
+        propagates. Raises ``RuntimeError`` on a server response before
+        ``prepare()``.
         """
         return await self._close(code, message)
 
@@ -237,14 +355,15 @@ class WebSocketEngine(Lifecycle):
     async def receive(self, timeout: float | None = None) -> WSMessage:
         """Return the next message.
 
-        TEXT, BINARY (and PING/PONG when ``autoping=False``) arrive as sent. When
+        TEXT, BINARY (and PING/PONG when ``autoping=False``) arrive as sent
+        (TEXT data is ``str``, or the UTF-8 ``bytes`` with ``decode_text=False``). When
         the peer closes, one CLOSE message ``(CLOSE, code, reason)`` is
         returned (with ``autoclose`` the reply was already sent), then CLOSED on
         every later call (the server raises ``RuntimeError`` on the 5th call
         after close, as aiohttp does). A protocol error returns one
         ``(ERROR, WebSocketError, None)`` (the close frame with its code was
-        sent), then CLOSED. While ``close()`` runs in another task, returns
-        CLOSING (server) or CLOSED (client). A heartbeat timeout returns one
+        sent), then CLOSED. A call in progress when ``close()`` begins in
+        another task returns CLOSING (see :meth:`close`). A heartbeat timeout returns one
         ``(ERROR, timeout error, None)``, then CLOSED; messages queued before
         the connection ended are returned first (but not a peer's close that
         was never answered).
@@ -285,8 +404,11 @@ class WebSocketEngine(Lifecycle):
     async def receive_str(self, *, timeout: float | None = None) -> str:
         """Receive a TEXT message and return its text.
 
-        Raises :class:`~trio_ws.WSMessageTypeError` (a ``TypeError``) for any other
-        message, CLOSE and CLOSED included.
+        With ``decode_text=False`` the text is returned as UTF-8 ``bytes``
+        (already validated); the annotation stays ``str`` so that code
+        written for the default type-checks. Raises
+        :class:`~trio_ws.WSMessageTypeError` (a ``TypeError``) for any
+        other message, CLOSE and CLOSED included.
         """
         msg = await self.receive(timeout)
         if msg.type is not _TEXT:
@@ -305,11 +427,13 @@ class WebSocketEngine(Lifecycle):
         return msg.data  # type: ignore[no-any-return]
 
     async def receive_json(
-        self, *, loads: Callable[[str], Any] = json.loads, timeout: float | None = None
+        self, *, loads: Callable[[Any], Any] = json.loads, timeout: float | None = None
     ) -> Any:
         """Receive a TEXT message and return ``loads(text)``.
 
-        Raises as :meth:`receive_str`, and what ``loads`` raises for bad JSON.
+        With ``decode_text=False``, ``loads`` gets the UTF-8 ``bytes`` (as
+        ``orjson.loads`` takes them, without a decode). Raises as
+        :meth:`receive_str`, and what ``loads`` raises for bad JSON.
         """
         return loads(await self.receive_str(timeout=timeout))
 
