@@ -172,7 +172,7 @@ async def exercise(ws: Any, plan: Plan) -> None:
 
 
 def _check_negotiated(ws: Any, peer: str, role: str, cfg: PeerConfig) -> None:
-    assert ws.compress == (cfg.compression != "off"), ws.compress
+    assert bool(ws.compress) == (cfg.compression != "off"), ws.compress
     if role == "client" and cfg.compression == "notakeover" and peer != "aiohttp":
         # aiohttp's server ignores client_no_context_takeover in an offer.
         assert ws.client_notakeover
