@@ -13,7 +13,7 @@ from wsproto.utilities import generate_accept_token
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE, WebSocketEngine
 from .._exceptions import ClientConnectionResetError
 from .._http._server import HTTPInputError
-from .._models import WebSocketReady
+from .._models import WebSocketReady, WSCloseCode
 from .._protocol._deflate import BoundedDeflate, server_accept
 from ._request import Request
 from ._response import (
@@ -23,6 +23,7 @@ from ._response import (
     HTTPMethodNotAllowed,
     HTTPUpgradeRequired,
     StreamResponse,
+    _reason,
 )
 
 __all__ = ["WebSocketResponse"]
@@ -50,9 +51,15 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
       collection (or the callable must return True for it, ``None`` when
       absent); otherwise ``prepare()`` answers 403. This guards against
       cross-site WebSocket hijacking of cookie-authenticated endpoints.
+    * ``decode_text`` (True): with False, TEXT messages carry their UTF-8
+      ``bytes`` (still validated), ``receive_str()`` returns bytes and
+      ``receive_json(loads=)`` hands bytes to ``loads`` (as aiohttp).
     * ``max_queue`` (64): received messages held before the socket stops
       being read. ``write_limit`` (64 KiB): queued outgoing bytes before
       ``send_*`` waits.
+
+    ``status`` is 101 before and after :meth:`prepare` (as aiohttp);
+    :meth:`set_status` changes it before ``prepare()``.
 
     The negotiated subprotocol is :attr:`protocol` (also ``ws_protocol``, as
     aiohttp names it).
@@ -70,6 +77,7 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         compress: bool = True,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         origins: Iterable[str] | Callable[[str | None], bool] | None = None,
+        decode_text: bool = True,
         **kwargs: Any,
     ) -> None:
         StreamResponse.__init__(self, status=101)
@@ -81,6 +89,7 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
             autoping=autoping,
             heartbeat=heartbeat,
             max_msg_size=max_msg_size,
+            decode_text=decode_text,
             **kwargs,
         )
         self._protocols = tuple(protocols or ())
@@ -94,6 +103,39 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
     def prepared(self) -> bool:
         """True once :meth:`prepare` has sent the 101 response."""
         return self._prepared
+
+    def set_status(self, status: int, reason: str | None = None) -> None:
+        """Set ``status`` and ``reason`` (the standard phrase when None), as aiohttp's.
+
+        ``prepare()`` still answers 101. Raises ``RuntimeError`` once
+        prepared (aiohttp asserts) and ``ValueError`` for a reason with CR
+        or LF.
+        """
+        if self._prepared:
+            raise RuntimeError(
+                "Cannot change the response status code after the headers have been sent"
+            )
+        if reason is not None and ("\r" in reason or "\n" in reason):
+            raise ValueError("Reason cannot contain \\r or \\n")
+        self.status = int(status)
+        self.reason = reason if reason is not None else _reason(self.status)
+
+    async def close(
+        self,
+        code: int | None = WSCloseCode.OK,
+        message: bytes | str = b"",
+        *,
+        drain: bool = True,
+    ) -> bool:
+        """Close the WebSocket; see :meth:`WebSocketEngine.close
+        <trio_ws._engine._websocket.WebSocketEngine.close>`.
+
+        ``drain`` is accepted for aiohttp's signature and changes nothing:
+        messages queued before ``close()`` always go out before the close
+        frame, and the close frame is always flushed. Raises
+        ``RuntimeError`` before ``prepare()``.
+        """
+        return await self._close(code, message)
 
     @property
     def ws_protocol(self) -> str | None:
@@ -192,20 +234,25 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         headers, protocol, deflate = self._handshake(request)
         if conn.http.lost:
             raise ClientConnectionResetError("Cannot write to closing transport")
-        try:
-            trailing = await conn.http.switch_protocols(headers)
-        except HTTPInputError as exc:
-            raise HTTPBadRequest(text=f"Handshake error: {exc.reason}") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ClientConnectionResetError("Cannot write to closing transport") from exc
-        self._prepared = True
-        self._start(
-            conn.nursery,
+        # The API works before the 101 is written: the client may act as soon
+        # as it has the 101, and so may another task of ours (close() from a
+        # broadcaster); its frames queue until the tasks start below.
+        self._setup(
             conn.http.stream,
             extensions=[deflate] if deflate is not None else None,
             protocol=protocol,
-            trailing_data=trailing,
         )
+        try:
+            trailing = await conn.http.switch_protocols(headers)
+        except BaseException as exc:
+            self._abandon(exc)
+            if isinstance(exc, HTTPInputError):
+                raise HTTPBadRequest(text=f"Handshake error: {exc.reason}") from None
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                raise ClientConnectionResetError("Cannot write to closing transport") from exc
+            raise
+        self._prepared = True
+        self._launch(conn.nursery, trailing)
         conn.websocket = self
         return WebSocketReady(True, protocol)
 
