@@ -7,6 +7,10 @@ WebSocket services are written, served by trio_ws unchanged.
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -182,3 +186,138 @@ def test_app_key_is_typed_and_distinct_from_strings() -> None:
     assert app[key] == "typed" and app["name"] == "untyped"
     assert len(app) == 2
     assert "AppKey(name" in repr(key)
+
+
+async def test_declined_upgrade_keeps_the_connection_for_the_next_request() -> None:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPUnauthorized()
+
+    app = web.Application()
+    app.router.add_get("/ws", refuse)
+    app.router.add_get("/hello", hello)
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    follow = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(10):
+        async with open_test_client(app) as client:
+            stream = await trio.open_tcp_stream("127.0.0.1", client.server.port)
+            async with stream:
+                await stream.send_all(upgrade + follow)
+                answer = b""
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert answer.count(b"HTTP/1.1 ") == 2
+    assert answer.endswith(b"hello")
+
+
+async def test_app_runner_and_tcp_sites_as_aiohttp_code_starts_them() -> None:
+    order: list[str] = []
+
+    async def on_startup(app: web.Application) -> None:
+        order.append("startup")
+
+    async def on_shutdown(app: web.Application) -> None:
+        order.append("shutdown")
+
+    async def on_cleanup(app: web.Application) -> None:
+        order.append("cleanup")
+
+    app = web.Application()
+    app[GREETING] = "runner"
+    app.add_routes(routes)
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    with trio.fail_after(10):
+        async with trio_ws.ClientSession() as session:
+            async with web.AppRunner(app, shutdown_timeout=2) as runner:
+                await runner.setup()
+                first = web.TCPSite(runner, "127.0.0.1", 0)
+                second = web.TCPSite(runner, "127.0.0.1", 0)
+                await first.start()
+                await second.start()
+                assert order == ["startup"]  # once for both sites
+                assert first.port != second.port and first.port > 0
+                assert len(runner.addresses) == 2
+                for site in (first, second):
+                    ws = await session.ws_connect(f"ws://127.0.0.1:{site.port}/ws")
+                    await ws.send_str("up")
+                    assert await ws.receive_str() == "runner up"
+                    assert ws.closed is False
+                await runner.cleanup()
+                assert order == ["startup", "shutdown", "cleanup"]
+                with pytest.raises(OSError):
+                    await trio.open_tcp_stream("127.0.0.1", first.port)
+            # Leaving the block after cleanup() runs nothing twice.
+            assert order == ["startup", "shutdown", "cleanup"]
+
+
+async def test_app_runner_block_error_comes_out_unwrapped_and_stops_the_site() -> None:
+    app = web.Application()
+    app.add_routes(routes)
+    with trio.fail_after(10):
+        with pytest.raises(KeyError):
+            async with web.AppRunner(app, shutdown_timeout=1) as runner:
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()  # setup() is implied
+                raise KeyError("boom")
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", site.port)
+
+
+async def test_app_runner_outside_its_block_says_how_to_use_it() -> None:
+    runner = web.AppRunner(web.Application())
+    with pytest.raises(RuntimeError, match=r"async with web\.AppRunner"):
+        await runner.setup()
+
+
+FACTORY_PROGRAM = """
+from trio_ws import web
+
+
+async def hello(request):
+    return web.Response(text=request.app["greeting"])
+
+
+async def init_app():
+    app = web.Application()
+    app["greeting"] = "made by a factory"
+    app.router.add_get("/", hello)
+    return app
+
+
+web.run_app(init_app(), host="127.0.0.1", port=0)
+"""
+
+
+async def test_run_app_accepts_an_async_application_factory(tmp_path: Path) -> None:
+    script = tmp_path / "factory_app.py"
+    script.write_text(FACTORY_PROGRAM)
+    with trio.fail_after(20):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-u", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            assert proc.stdout is not None
+            output = b""
+            while b"Running on" not in output:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, output.decode()
+                output += chunk
+            match = re.search(rb"http://127\.0\.0\.1:(\d+)", output)
+            assert match is not None, output
+            stream = await trio.open_tcp_stream("127.0.0.1", int(match.group(1)))
+            async with stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := await stream.receive_some():
+                    answer += chunk
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+        finally:
+            proc.kill()
+            await proc.wait()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"made by a factory")

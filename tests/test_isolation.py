@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import h11
 import pytest
 import trio
 
@@ -52,13 +53,20 @@ async def running(app: web.Application) -> AsyncIterator[web.Site]:
 
 
 async def raw_exchange(port: int, data: bytes) -> bytes:
-    """Send ``data``, read until the server closes; the whole answer."""
+    """Send ``data``; the answer, read until the server closes or one whole response came."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
+    parser = h11.Connection(h11.CLIENT)
+    parser.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    parser.send(h11.EndOfMessage())
     async with stream:
         await stream.send_all(data)
         chunks = []
         while chunk := await stream.receive_some(65536):
             chunks.append(chunk)
+            parser.receive_data(chunk)
+            while (event := parser.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                if isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks)
         return b"".join(chunks)
 
 

@@ -48,12 +48,14 @@ from ._routedef import (
     route,
     static,
 )
+from ._runner import AppRunner, TCPSite
 from ._serve import ServerLimits, Site, run_app, serve
 from ._ws import WebSocketResponse
 
 __all__ = [
     "AbstractRouteDef",
     "AppKey",
+    "AppRunner",
     "Application",
     "HTTPBadRequest",
     "HTTPClientError",
@@ -82,6 +84,7 @@ __all__ = [
     "ServerLimits",
     "Site",
     "StreamResponse",
+    "TCPSite",
     "WSCloseCode",
     "WSMessage",
     "WSMsgType",

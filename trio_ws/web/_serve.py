@@ -183,10 +183,12 @@ class _Server:
         app: Application,
         limits: ServerLimits,
         ssl_context: _ssl.SSLContext | None,
+        run_hooks: bool = True,
     ) -> None:
         self.app = app
         self.limits = limits
         self.ssl_context = ssl_context
+        self.run_hooks = run_hooks
         # The nursery that runs every connection's task and every WebSocket's
         # tasks, and what starts the latter there (see _GuardedNursery).
         self.nursery: trio.Nursery | None = None
@@ -357,16 +359,14 @@ class _Server:
             return False
         if not http.can_respond:
             return False
-        # A refused upgrade ends the connection: the client expected to switch.
-        refused_upgrade = "upgrade" in request.headers.tokens("Connection")
+        # A declined upgrade (426, 400, 401...) keeps the connection, as
+        # aiohttp does: the client may send its next request on it.
         try:
             body = b"" if request.method == "HEAD" else response._body_bytes()
             headers = response.headers.items_all()
             if request.method == "HEAD" and isinstance(response, Response):
                 headers.append(("Content-Length", str(len(response.body))))
-            await http.send_response(
-                response.status, headers, body, close=self.stopping or refused_upgrade
-            )
+            await http.send_response(response.status, headers, body, close=self.stopping)
         except _STREAM_ERRORS:
             return False
         except Exception:
@@ -375,7 +375,7 @@ class _Server:
             )
             await http.send_error(500, "Internal Server Error")
             return False
-        return not refused_upgrade
+        return True
 
     async def _call_handler(
         self, conn: _Connection, request: Request, handler: Callable[[Request], Any]
@@ -430,7 +430,8 @@ class _Server:
         """Stop gracefully: 1001 to every WebSocket, wait up to ``timeout`` for handlers."""
         self.stopping = True
         try:
-            await self.app._run_hooks(self.app.on_shutdown)
+            if self.run_hooks:
+                await self.app.shutdown()
         except Exception:
             logger.exception("on_shutdown hook failed")
         websockets = []
@@ -470,6 +471,7 @@ async def serve(
     limits: ServerLimits | None = None,
     backlog: int | None = None,
     listeners: list[trio.SocketListener] | None = None,
+    run_hooks: bool = True,
     task_status: trio.TaskStatus[Site] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; use with ``await nursery.start(serve, app, host, port)``.
@@ -482,15 +484,18 @@ async def serve(
     ``shutdown_timeout`` seconds, then re-raises the cancellation. Raises
     ``OSError`` if the address cannot be bound. ``listeners`` (already
     listening) replace ``host``, ``port`` and ``backlog``; ``serve`` closes them.
+    ``run_hooks=False`` leaves the application's hooks to the caller (as
+    :class:`~trio_ws.web.AppRunner` does, once for all its sites).
     """
     if listeners is None:
         hosts = host if isinstance(host, list) else [host]
         listeners = []
         for h in hosts:
             listeners.extend(await trio.open_tcp_listeners(port, host=h, backlog=backlog))
-    server = _Server(app, limits or ServerLimits(), ssl_context)
+    server = _Server(app, limits or ServerLimits(), ssl_context, run_hooks)
     try:
-        await app._run_hooks(app.on_startup)
+        if run_hooks:
+            await app.startup()
         ports = [listener.socket.getsockname()[1] for listener in listeners]
         shield = trio.CancelScope(shield=True)
         async with trio.open_nursery() as outer:
@@ -522,13 +527,14 @@ async def serve(
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
             try:
-                await app._run_hooks(app.on_cleanup)
+                if run_hooks:
+                    await app.cleanup()
             except Exception:
                 logger.exception("on_cleanup hook failed")
 
 
 def run_app(
-    app: Application,
+    app: Application | Awaitable[Application],
     *,
     host: str | list[str] | None = "0.0.0.0",
     port: int | None = None,
@@ -544,6 +550,8 @@ def run_app(
     ``port`` defaults to 8080 (8443 with ``ssl_context``). On SIGINT/SIGTERM
     the server shuts down gracefully (WebSockets get 1001) and the call
     returns. ``print`` (or None to stay silent) shows where it listens.
+    ``app`` may be an awaitable (``run_app(init_app())``, an async
+    application factory), awaited inside the new trio run.
     ``workers > 1`` serves from that many processes sharing the port (see
     ``trio_ws/web/_workers.py``; signals are then always handled).
     """
@@ -551,6 +559,9 @@ def run_app(
         port = 8443 if ssl_context is not None else 8080
     if workers > 1:
         from ._workers import run_workers
+
+        if not isinstance(app, Application):
+            raise TypeError("workers > 1 needs an Application, not an application factory")
 
         run_workers(
             app,
@@ -565,6 +576,7 @@ def run_app(
         return
 
     async def main() -> None:
+        application = app if isinstance(app, Application) else await app
         # Signals are caught from the start, so Ctrl-C during startup also
         # shuts down cleanly instead of raising KeyboardInterrupt.
         with (
@@ -576,7 +588,7 @@ def run_app(
                 site = await nursery.start(
                     functools.partial(
                         serve,
-                        app,
+                        application,
                         host,
                         port,
                         ssl_context=ssl_context,
