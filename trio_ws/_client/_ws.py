@@ -33,13 +33,14 @@ class ClientWebSocketResponse(WebSocketEngine):
 
     @property
     def compress(self) -> int:  # type: ignore[override]
-        """The server's negotiated permessage-deflate window bits (9-15), or 0 without it.
+        """The window bits this client compresses with (9-15), or 0 without permessage-deflate.
 
-        As aiohttp's client: 15 unless the server limited its window with
-        ``server_max_window_bits``; truthy exactly when compression is on.
+        As aiohttp's client: the server's ``client_max_window_bits`` answer,
+        15 when it sets none (a ``compress`` below 15 limits the *server's*
+        window, so it does not show here). Truthy exactly when compression is on.
         """
         deflate = self._deflate
-        return 0 if deflate is None else deflate.server_max_window_bits
+        return 0 if deflate is None else deflate.client_max_window_bits
 
     @property
     def client_notakeover(self) -> bool:
