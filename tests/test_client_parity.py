@@ -645,3 +645,20 @@ def _aiohttp_timeout(close: float) -> Any:
     import aiohttp
 
     return aiohttp.ClientWSTimeout(ws_close=close)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"a": "1", "b": "x y"}, [("a", "1"), ("b", "x y")], "a=1&b=x+y"],
+    ids=["mapping", "pairs", "string"],
+)
+async def test_params_forms_accepted_by_aiohttp(params: Any) -> None:
+    with trio.fail_after(BOUND):
+        async with (
+            recording_server(answer=b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n") as rec,
+            trio_ws.ClientSession() as session,
+        ):
+            with pytest.raises(trio_ws.WSServerHandshakeError) as info:
+                async with session.ws_connect(f"ws://{HOST}:{rec.port}/p?z=0", params=params):
+                    pass
+    assert info.value.request_info.url.endswith("/p?z=0&a=1&b=x+y")

@@ -75,7 +75,10 @@ class _Target:
         return f"{self.scheme}://{self.authority}{self.path}"
 
 
-def _parse_url(url: str, params: Mapping[str, str] | None) -> tuple[_Target, BasicAuth | None]:
+Params = Mapping[str, str] | Iterable[tuple[str, str]] | str | None
+
+
+def _parse_url(url: str, params: Params) -> tuple[_Target, BasicAuth | None]:
     try:
         parts = urlsplit(str(url))
         port = parts.port
@@ -90,7 +93,10 @@ def _parse_url(url: str, params: Mapping[str, str] | None) -> tuple[_Target, Bas
     path = parts.path or "/"
     query = parts.query
     if params:
-        extra = urlencode(list(params.items()))
+        if isinstance(params, str):
+            extra = params  # already a query string, as aiohttp takes it
+        else:
+            extra = urlencode(list(params.items() if isinstance(params, Mapping) else params))
         query = f"{query}&{extra}" if query else extra
     if query:
         path = f"{path}?{query}"
@@ -247,7 +253,7 @@ class ClientSession:
         heartbeat: float | None = None,
         auth: BasicAuth | None = None,
         origin: str | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Params = None,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         ssl: SSLArgument = True,
         compress: int = 0,
@@ -275,8 +281,9 @@ class ClientSession:
         ``receive_timeout`` (overrides ``ws_receive``), ``autoclose``,
         ``autoping``, ``heartbeat``, ``max_msg_size`` as on the server;
         ``auth`` Basic credentials (also taken from ``user:pass@`` in the URL,
-        else the session's); ``origin`` the Origin header; ``params`` added to
-        the query; ``headers`` request headers, which override the session's
+        else the session's); ``origin`` the Origin header; ``params`` (a
+        mapping, pairs or a query string) added to the query; ``headers``
+        request headers, which override the session's
         and the defaults of the same name (``Upgrade``, ``Connection``,
         ``Sec-WebSocket-Version``, ``Host``, ``User-Agent``), while
         ``Sec-WebSocket-Key`` is always generated and ``protocols``,
