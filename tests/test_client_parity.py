@@ -662,3 +662,17 @@ async def test_params_forms_accepted_by_aiohttp(params: Any) -> None:
                 async with session.ws_connect(f"ws://{HOST}:{rec.port}/p?z=0", params=params):
                     pass
     assert info.value.request_info.url.endswith("/p?z=0&a=1&b=x+y")
+
+
+async def test_unreachable_proxy_is_client_proxy_connection_error() -> None:
+    with socket.socket() as reserved, trio.fail_after(BOUND):
+        reserved.bind((HOST, 0))
+        proxy_port = reserved.getsockname()[1]
+        async with trio_ws.ClientSession() as session:
+            with pytest.raises(trio_ws.ClientProxyConnectionError) as info:
+                async with session.ws_connect(
+                    "ws://example.test/ws", proxy=f"http://{HOST}:{proxy_port}"
+                ):
+                    pass
+    assert (info.value.host, info.value.port) == (HOST, proxy_port)
+    assert info.value.errno == errno.ECONNREFUSED
