@@ -62,6 +62,21 @@ def start(ws: Any, nursery: trio.Nursery, stream: trio.abc.Stream, **kwargs: Any
     ws._start(nursery, stream, **kwargs)
 
 
+def setup(ws: Any, stream: trio.abc.Stream, **kwargs: Any) -> None:
+    """The first half of ``start``: the API works, no task runs (the server's prepare())."""
+    ws._setup(stream, **kwargs)
+
+
+def launch(ws: Any, nursery: trio.Nursery) -> None:
+    """The second half of ``start``, once the handshake's last write is done."""
+    ws._launch(nursery)
+
+
+def abandon(ws: Any, exc: BaseException | None) -> None:
+    """The handshake failed between ``setup`` and ``launch``."""
+    ws._abandon(exc)
+
+
 async def owner_exit(ws: Any, exc: BaseException | None) -> None:
     """End the connection as its owner's scope does when it exits with ``exc``."""
     await ws._owner_exit(exc)

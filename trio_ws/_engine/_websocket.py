@@ -152,11 +152,13 @@ class WebSocketEngine(Lifecycle):
         ``ssl.SSLObject``), ``"peercert"`` (the peer's certificate as
         ``ssl.SSLObject.getpeercert()`` returns it), ``"cipher"`` and
         ``"compression"``. Every name gives ``default`` before the
-        connection starts, once it has ended (after ``close()`` returned),
-        and for a TLS name on a plain connection. Raises nothing.
+        connection starts, once it is over (``closed`` and no longer
+        waiting for the peer's close frame: after ``close()`` returned, or
+        a CLOSE or CLOSED from ``receive()``), and for a TLS name on a plain
+        connection. Raises nothing.
         """
         stream = self._stream
-        if stream is None or self._done.is_set():
+        if stream is None or self._state is CLOSED:
             return default
         tls: trio.SSLStream[Any] | None = None
         while not isinstance(stream, trio.SocketStream):
