@@ -2,165 +2,36 @@
 
 from __future__ import annotations
 
-import base64
-import math
-import ssl as _ssl
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import trio
-from wsproto.utilities import generate_accept_token, generate_nonce
+from wsproto.utilities import generate_nonce
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE
-from .._exceptions import (
-    ConnectionTimeoutError,
-    InvalidURL,
-    RequestInfo,
-    WSHandshakeError,
-    WSHandshakeTimeout,
-    WSServerHandshakeError,
-)
-from .._http._client import UpgradeResponse, host_header, open_connection, request_upgrade
-from .._http._headers import Headers, OutgoingHeaders
-from .._protocol._deflate import (
-    BoundedDeflate,
-    DeflateNegotiationError,
-    client_finalize,
-    client_offer,
-)
+from .._exceptions import ConnectionTimeoutError, InvalidURL, RequestInfo, WSHandshakeTimeout
+from .._http._client import UpgradeResponse, open_connection, request_upgrade
+from .._http._headers import Headers
+from .._protocol._deflate import BoundedDeflate
 from ._options import ClientWSTimeout, Fingerprint
+from ._request import (
+    BasicAuth,
+    Params,
+    SSLArgument,
+    Timeouts,
+    check_options,
+    check_upgrade,
+    parse_url,
+    request_headers,
+    ssl_context_for,
+)
 from ._ws import ClientWebSocketResponse
 
 __all__ = ["BasicAuth", "ClientSession"]
-
-_USER_AGENT = "trio_ws/0.1"
-#: The bound on connecting and upgrading when ``timeout`` is a ``ClientWSTimeout``.
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class BasicAuth:
-    """HTTP Basic credentials for ``auth=`` and ``proxy_auth=``."""
-
-    login: str
-    password: str = ""
-    encoding: str = "latin1"
-
-    def encode(self) -> str:
-        """The ``Authorization`` header value."""
-        raw = f"{self.login}:{self.password}".encode(self.encoding)
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str
-    port: int
-    path: str
-    secure: bool
-
-    @property
-    def authority(self) -> str:
-        """The ``Host`` header: host, and the port unless it is the scheme's default."""
-        return host_header(self.host, self.port, 443 if self.secure else 80)
-
-    @property
-    def url(self) -> str:
-        """The URL without credentials, as ``RequestInfo.url`` shows it."""
-        return f"{self.scheme}://{self.authority}{self.path}"
-
-
-Params = Mapping[str, str] | Iterable[tuple[str, str]] | str | None
-
-
-def _parse_url(url: str, params: Params) -> tuple[_Target, BasicAuth | None]:
-    try:
-        parts = urlsplit(str(url))
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"Invalid URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss", "http", "https"):
-        raise InvalidURL(f"Unsupported scheme in {url!r}: use ws:// or wss://")
-    if not parts.hostname:
-        raise InvalidURL(f"No host in {url!r}")
-    secure = scheme in ("wss", "https")
-    path = parts.path or "/"
-    query = parts.query
-    if params:
-        if isinstance(params, str):
-            extra = params  # already a query string, as aiohttp takes it
-        else:
-            extra = urlencode(list(params.items() if isinstance(params, Mapping) else params))
-        query = f"{query}&{extra}" if query else extra
-    if query:
-        path = f"{path}?{query}"
-    auth = None
-    if parts.username is not None:
-        auth = BasicAuth(parts.username, parts.password or "")
-    return _Target(
-        scheme,
-        parts.hostname,
-        port or (443 if secure else 80),
-        quote(path, safe="/?&=%:@+!$,;*'()~"),
-        secure,
-    ), auth
-
-
-SSLArgument = bool | _ssl.SSLContext | Fingerprint | None
-
-
-def _ssl_context(ssl: SSLArgument) -> _ssl.SSLContext:
-    if isinstance(ssl, _ssl.SSLContext):
-        return ssl
-    ctx = _ssl.create_default_context()
-    if ssl is False or isinstance(ssl, Fingerprint):
-        # A fingerprint replaces the usual checks (it is compared after the handshake).
-        ctx.check_hostname = False
-        ctx.verify_mode = _ssl.CERT_NONE
-    return ctx
-
-
-def _check_options(o: dict[str, Any]) -> None:
-    """Refuse what aiohttp refuses, before anything is opened."""
-    compress = o["compress"]
-    if compress and not 9 <= compress <= 15:
-        raise ValueError(
-            f"compress must be 0 (no permessage-deflate) or window bits 9-15, got {compress!r}"
-        )
-    ssl = o["ssl"]
-    if not isinstance(ssl, (bool, _ssl.SSLContext, Fingerprint, type(None))):
-        raise TypeError(f"ssl must be an SSLContext, a bool, a Fingerprint or None, got {ssl!r}")
-    timeout = o["timeout"]
-    if not isinstance(timeout, ClientWSTimeout) and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-    ):
-        raise TypeError(f"timeout must be seconds or a ClientWSTimeout, got {timeout!r}")
-
-
-@dataclass(frozen=True)
-class _Timeouts:
-    handshake: float
-    close: float
-    receive: float | None
-
-    @classmethod
-    def of(cls, timeout: float | ClientWSTimeout, receive_timeout: float | None) -> _Timeouts:
-        if isinstance(timeout, ClientWSTimeout):
-            close = math.inf if timeout.ws_close is None else timeout.ws_close
-            receive = timeout.ws_receive
-            handshake = DEFAULT_HANDSHAKE_TIMEOUT
-        else:
-            handshake = close = float(timeout)
-            receive = None
-        if receive_timeout is not None:
-            receive = receive_timeout
-        return cls(handshake, close, receive)
 
 
 class ClientSession:
@@ -341,61 +212,19 @@ class ClientSession:
         )
         return _WSConnect(self, url, options)
 
-    def _request_headers(
-        self, target: _Target, key: bytes, auth: BasicAuth | None, o: dict[str, Any]
-    ) -> OutgoingHeaders:
-        """The handshake's headers, merged as aiohttp merges them."""
-        call = OutgoingHeaders(o["headers"] or {})
-        if auth is not None and "Authorization" in call:
-            raise ValueError(
-                "Cannot combine an Authorization header with auth= or credentials in the URL"
-            )
-        # The caller's Upgrade, Connection and Sec-WebSocket-Version win...
-        for name, value in (
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Version", "13"),
-        ):
-            if name not in call:
-                call.add(name, value)
-        # ...while the key is always ours, and the options replace their header.
-        call["Sec-WebSocket-Key"] = key.decode()
-        if o["protocols"]:
-            call["Sec-WebSocket-Protocol"] = ", ".join(o["protocols"])
-        if o["origin"] is not None:
-            call["Origin"] = o["origin"]
-        if o["compress"]:
-            call["Sec-WebSocket-Extensions"] = client_offer(
-                o["compress"], notakeover=o["notakeover"]
-            )
-        # A header given to ws_connect replaces the session's header of that name.
-        req = OutgoingHeaders()
-        req.add("Host", call.get("Host", target.authority))
-        for k, v in self._headers.items_all():
-            if k not in call:
-                req.add(k, v)
-        for k, v in call.items_all():
-            if k.lower() != "host":
-                req.add(k, v)
-        if "User-Agent" not in req:
-            req.add("User-Agent", _USER_AGENT)
-        if auth is not None:
-            req["Authorization"] = auth.encode()
-        return req
-
     async def _connect(self, url: str, o: dict[str, Any]) -> _Handshaken:
         """Connect and upgrade; on any failure nothing is left open."""
-        _check_options(o)
+        check_options(o)
         if self._closed:
             raise RuntimeError("Session is closed")
-        target, url_auth = _parse_url(url, o["params"])
+        target, url_auth = parse_url(url, o["params"])
         if o["auth"] is not None and url_auth is not None:
             raise ValueError("Cannot combine auth= with credentials in the URL")
         auth = o["auth"] or url_auth or self._auth
         key = generate_nonce()
-        headers = self._request_headers(target, key, auth, o)
+        headers = request_headers(self._headers, target, key, auth, o)
         request_info = RequestInfo(target.url, "GET", headers, target.url)
-        timeouts = _Timeouts.of(o["timeout"], o["receive_timeout"])
+        timeouts = Timeouts.of(o["timeout"], o["receive_timeout"])
         proxy = None
         proxy_headers: list[tuple[str, str]] = list((o["proxy_headers"] or {}).items())
         if o["proxy"]:
@@ -409,7 +238,7 @@ class ClientSession:
             if pauth is not None:
                 proxy_headers.append(("Proxy-Authorization", pauth.encode()))
         ssl = o["ssl"]
-        ssl_context = _ssl_context(ssl) if target.secure else None
+        ssl_context = ssl_context_for(ssl) if target.secure else None
         fingerprint = ssl.fingerprint if isinstance(ssl, Fingerprint) and target.secure else None
         stream = None
         with trio.move_on_after(timeouts.handshake) as scope:
@@ -433,7 +262,7 @@ class ClientSession:
             raise WSHandshakeTimeout(f"WebSocket handshake with {where} timed out {after}")
         assert stream is not None
         try:
-            protocol, deflate = self._check_upgrade(response, key, o, request_info)
+            protocol, deflate = check_upgrade(response, key, o, request_info)
             ws = ClientWebSocketResponse(
                 timeout=timeouts.close,
                 receive_timeout=timeouts.receive,
@@ -474,52 +303,6 @@ class ClientSession:
             self._owned.pop(ws, None)
             if not started:
                 await handshaken.abort()
-
-    @staticmethod
-    def _check_upgrade(
-        response: UpgradeResponse, key: bytes, o: dict[str, Any], request_info: RequestInfo
-    ) -> tuple[str | None, BoundedDeflate | None]:
-        headers = response.headers
-
-        def fail(message: str) -> WSServerHandshakeError:
-            return WSServerHandshakeError(
-                request_info,
-                (),
-                status=response.status,
-                message=message,
-                headers=headers,
-                body=response.body,
-            )
-
-        if response.status != 101:
-            raise fail("Invalid response status")
-        if "websocket" not in headers.tokens("Upgrade"):
-            raise fail("Invalid upgrade header")
-        if "upgrade" not in headers.tokens("Connection"):
-            raise fail("Invalid connection header")
-        if headers.get("Sec-WebSocket-Accept", "").strip() != generate_accept_token(key).decode():
-            raise fail("Invalid challenge response")
-        protocol = headers.get("Sec-WebSocket-Protocol")
-        if protocol is not None:
-            protocol = protocol.strip()
-            if protocol not in o["protocols"]:
-                raise fail(f"Server chose a subprotocol that was not offered: {protocol!r}")
-        extensions = headers.getall("Sec-WebSocket-Extensions", [])
-        deflate = None
-        if extensions:
-            if not o["compress"]:
-                raise fail("Server accepted an extension that was not offered")
-            try:
-                deflate = client_finalize(
-                    extensions,
-                    compress=o["compress"],
-                    max_size=o["max_msg_size"],
-                    notakeover=o["notakeover"],
-                )
-            except DeflateNegotiationError as exc:
-                # As aiohttp: the parse error is the cause of the handshake error.
-                raise fail(f"Invalid extension answer: {exc}") from WSHandshakeError(str(exc))
-        return protocol, deflate
 
 
 @dataclass
