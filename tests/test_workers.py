@@ -26,7 +26,7 @@ import trio.lowlevel
 
 import trio_ws
 from trio_ws import WSCloseCode, WSMsgType
-from trio_ws.web._workers import _reserve, reuseport_available
+from trio_ws.web._reuseport import reserve, reuseport_available
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +217,7 @@ def test_reuseport_is_available_here() -> None:
 
 
 def test_reserve_binds_every_address_on_one_port() -> None:
-    sockets = _reserve(["127.0.0.1", "127.0.0.1"], 0)
+    sockets = reserve(["127.0.0.1", "127.0.0.1"], 0)
     try:
         assert len(sockets) == 1  # the duplicate address is bound once
         port = sockets[0].getsockname()[1]
@@ -237,7 +237,7 @@ def test_reserve_refuses_a_port_another_server_holds() -> None:
         other.bind(("127.0.0.1", 0))
         other.listen()
         with pytest.raises(OSError) as info:
-            _reserve("127.0.0.1", other.getsockname()[1])
+            reserve("127.0.0.1", other.getsockname()[1])
         assert info.value.errno == errno.EADDRINUSE
 
 

@@ -6,7 +6,7 @@ import ssl as _ssl
 from collections.abc import Callable
 
 from ..web import Application, ServerLimits
-from ..web._workers import make_options, run_single, run_workers
+from ..web._run import run_processes
 from ._hub import Hub
 
 __all__ = ["run_app"]
@@ -37,24 +37,14 @@ def run_app(
         raise RuntimeError("run_app starts the hub itself: pass a hub that is not running")
     if port is None:
         port = 8443 if ssl_context is not None else 8080
-    if workers > 1:
-        run_workers(
-            app,
-            workers=workers,
-            host=host,
-            port=port,
-            ssl_context=ssl_context,
-            shutdown_timeout=shutdown_timeout,
-            limits=limits,
-            print=print,
-            contexts=[hub],
-        )
-        return
-    options = make_options(
+    run_processes(
         app,
+        workers=workers,
+        host=host,
+        port=port,
         ssl_context=ssl_context,
         shutdown_timeout=shutdown_timeout,
         limits=limits,
+        print=print,
         contexts=[hub],
     )
-    run_single(options, host=host, port=port, print=print)

@@ -8,6 +8,7 @@
 
 from .._models import WebSocketReady, WSCloseCode, WSMessage, WSMsgType
 from ._app import AppKey, Application, Middleware, Route, Router, middleware
+from ._limits import ServerLimits
 from ._request import Request
 from ._response import (
     HTTPBadRequest,
@@ -48,8 +49,9 @@ from ._routedef import (
     route,
     static,
 )
+from ._run import run_app
 from ._runner import AppRunner, TCPSite
-from ._serve import ServerLimits, Site, run_app, serve
+from ._serve import Site, serve
 from ._ws import WebSocketResponse
 
 __all__ = [

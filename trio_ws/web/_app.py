@@ -63,6 +63,7 @@ class AppKey(Generic[_T]):
         t = getattr(self._t, "__qualname__", None) if self._t is not None else None
         return f"<AppKey({self._name}, type={t})>"
 
+
 _VAR = re.compile(r"\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<re>[^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 
 

@@ -1,10 +1,16 @@
-"""The request object a handler receives."""
+"""The request object a handler receives.
+
+A :class:`Request` is one parsed request head plus the connection it came on,
+which it sees only through :class:`RequestConnection` (the server's
+``web/_connection.py`` implements it). A ``WebSocketResponse`` takes that
+connection over through :func:`upgrade_of`.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -13,12 +19,41 @@ from .._exceptions import ClientConnectionResetError
 from .._http._headers import Headers
 from .._http._server import HTTPInputError, RawRequest
 from ._response import HTTPBadRequest, HTTPRequestEntityTooLarge
+from ._transport import Transport
+from ._upgrade import Upgrade
 
 if TYPE_CHECKING:
     from ._app import Application
-    from ._serve import _Connection
 
-__all__ = ["Request"]
+__all__ = ["Request", "RequestConnection", "upgrade_of"]
+
+
+class RequestConnection(Upgrade, Protocol):
+    """What a :class:`Request` needs of the connection it arrived on."""
+
+    @property
+    def secure(self) -> bool:
+        """True on a TLS connection."""
+        ...
+
+    @property
+    def peername(self) -> Any:
+        """The client's address (``getpeername()`` at accept), or None."""
+        ...
+
+    @property
+    def transport(self) -> Transport | None:
+        """aiohttp's ``request.transport``; None once the connection has ended."""
+        ...
+
+    async def read_body(self, limit: int) -> bytes:
+        """The request's body, at most ``limit`` bytes.
+
+        Raises ``HTTPInputError`` (413 past ``limit``, 400 for a broken body),
+        ``trio.TooSlowError``, or a trio stream error or ``OSError`` when the
+        client is gone.
+        """
+        ...
 
 
 class Request:
@@ -29,7 +64,11 @@ class Request:
     """
 
     def __init__(
-        self, raw: RawRequest, app: Application, conn: _Connection, match_info: dict[str, str]
+        self,
+        raw: RawRequest,
+        app: Application,
+        conn: RequestConnection,
+        match_info: dict[str, str],
     ) -> None:
         self.app = app
         self._conn = conn
@@ -78,6 +117,15 @@ class Request:
         return str(peer[0]) if peer else None
 
     @property
+    def transport(self) -> Transport | None:
+        """The connection, as aiohttp's ``request.transport``; None once it has ended.
+
+        See ``trio_ws/web/_transport.py``: ``get_extra_info(name)``,
+        ``close()``, ``abort()`` and ``is_closing()``.
+        """
+        return self._conn.transport
+
+    @property
     def content_type(self) -> str:
         """The media type of the body, without parameters."""
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -98,7 +146,7 @@ class Request:
         """
         if self._body is None:
             try:
-                self._body = await self._conn.http.read_body(self.app.client_max_size)
+                self._body = await self._conn.read_body(self.app.client_max_size)
             except HTTPInputError as exc:
                 if exc.status == 413:
                     raise HTTPRequestEntityTooLarge(text=str(exc)) from None
@@ -120,3 +168,9 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path}>"
+
+
+def upgrade_of(request: Request) -> Upgrade:
+    """The connection ``request`` came on, as the :class:`~trio_ws.web._upgrade.Upgrade`
+    a ``WebSocketResponse`` takes over in ``prepare()``."""
+    return request._conn

@@ -64,9 +64,6 @@ class StreamResponse:
         """True once the response was sent (only WebSocketResponse is ever prepared)."""
         return False
 
-    def _body_bytes(self) -> bytes:
-        return b""
-
 
 class Response(StreamResponse):
     """A complete HTTP response.
@@ -113,8 +110,14 @@ class Response(StreamResponse):
         """The body decoded with the response charset (utf-8 by default)."""
         return self.body.decode(self.charset or "utf-8")
 
-    def _body_bytes(self) -> bytes:
-        return self.body
+
+def body_of(response: StreamResponse) -> bytes:
+    """The bytes the server sends as ``response``'s body: ``body`` of a :class:`Response`
+    (an ``HTTPException`` included), nothing for any other response.
+
+    The server's one way to read a response's body (``web/_server.py``).
+    """
+    return response.body if isinstance(response, Response) else b""
 
 
 def json_response(

@@ -35,7 +35,8 @@ from types import TracebackType
 import trio
 
 from ._app import Application
-from ._serve import ServerLimits, Site, serve
+from ._limits import ServerLimits
+from ._serve import Site, serve
 
 __all__ = ["AppRunner", "TCPSite"]
 

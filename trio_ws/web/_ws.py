@@ -15,7 +15,7 @@ from .._exceptions import ClientConnectionResetError
 from .._http._server import HTTPInputError
 from .._models import WebSocketReady, WSCloseCode
 from .._protocol._deflate import BoundedDeflate, server_accept
-from ._request import Request
+from ._request import Request, upgrade_of
 from ._response import (
     HTTPBadRequest,
     HTTPException,
@@ -230,20 +230,20 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         """
         if self._prepared:
             return WebSocketReady(True, self._protocol)
-        conn = request._conn
+        upgrade = upgrade_of(request)
         headers, protocol, deflate = self._handshake(request)
-        if conn.http.lost:
+        if upgrade.lost:
             raise ClientConnectionResetError("Cannot write to closing transport")
         # The API works before the 101 is written: the client may act as soon
         # as it has the 101, and so may another task of ours (close() from a
         # broadcaster); its frames queue until the tasks start below.
         self._setup(
-            conn.http.stream,
+            upgrade.stream,
             extensions=[deflate] if deflate is not None else None,
             protocol=protocol,
         )
         try:
-            trailing = await conn.http.switch_protocols(headers)
+            trailing = await upgrade.switch_protocols(headers)
         except BaseException as exc:
             self._abandon(exc)
             if isinstance(exc, HTTPInputError):
@@ -252,8 +252,7 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
                 raise ClientConnectionResetError("Cannot write to closing transport") from exc
             raise
         self._prepared = True
-        self._launch(conn.nursery, trailing)
-        conn.websocket = self
+        self._launch(upgrade.adopt(self), trailing)
         return WebSocketReady(True, protocol)
 
     def __hash__(self) -> int:
