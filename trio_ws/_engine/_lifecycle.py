@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 Whoever opens the connection (``ws_connect``'s ``async with``, or the
 server's per-connection scope) calls :meth:`Lifecycle._start` with a nursery
-it owns. That starts one ``_run`` task holding, inside ``_scope``, the
+it owns (the server's ``prepare()`` calls its halves: ``_setup`` before the
+101 is written, so that other tasks may already send and close, their
+frames waiting in the outbox, then ``_launch``, or ``_abandon`` if the write
+fails). That starts one ``_run`` task holding, inside ``_scope``, the
 reader (in ``_run``'s own task: one task fewer per connection), the writer
 and the heartbeat. When the owner's scope ends it calls
 :meth:`Lifecycle._owner_exit`, which closes as the situation asks and

@@ -16,7 +16,9 @@ inbox as ``receive()`` sees it (``_inbox.py``), and the tasks' lifecycle
 with the heartbeat (``_lifecycle.py``).
 
 The contract with the owners (``_client`` and ``web``): ``_start(nursery,
-stream, ...)`` after the handshake, and ``_owner_exit(exc)`` when the
+stream, ...)`` after the handshake (or its two halves, ``_setup`` before the
+handshake's last write and ``_launch`` after it, with ``_abandon`` if that
+write fails: the server's ``prepare()``), and ``_owner_exit(exc)`` when the
 owning scope ends; ``_done`` is set once every task has ended.
 
 Checkpoints: every awaited call is a trio checkpoint (it can be cancelled
@@ -114,8 +116,11 @@ class WebSocketEngine(Lifecycle):
     @property
     def close_code(self) -> int | None:
         """The close code: ``None`` while open; ours while our close waits for
-        the peer's answer; the peer's code once the close handshake is done;
-        the error's code after a protocol error; 1006 when the connection
+        the peer's answer; the peer's code once the close handshake is done
+        (also when ``close()`` answered the peer's close with
+        ``autoclose=False``); ours when the server's ``close()`` ended the
+        connection without waiting (a ``receive()`` was in progress, as
+        aiohttp); the error's code after a protocol error; 1006 when the connection
         ended without the handshake (lost, heartbeat, close timeout or
         cancellation, a peer's close left unanswered), and on the client
         after a receive timeout too (aiohttp's rule; the connection stays
