@@ -1,7 +1,7 @@
 """trio_ws: WebSocket client and server for trio, with aiohttp's WebSocket API."""
 
 from ._client._options import ClientWSTimeout, Fingerprint
-from ._client._session import BasicAuth, ClientSession
+from ._client._session import BasicAuth, ClientSession, ClientWSConnect
 from ._client._ws import ClientWebSocketResponse
 from ._exceptions import (
     ClientConnectionError,
@@ -49,6 +49,7 @@ __all__ = [
     "ClientResponseError",
     "ClientSSLError",
     "ClientSession",
+    "ClientWSConnect",
     "ClientWSTimeout",
     "ClientWebSocketResponse",
     "ConnectionTimeoutError",

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from ._client._session import ClientSession, _WSConnect
+from . import ClientSession, ClientWSConnect
 from ._http._headers import Headers
 from .web import Application, ServerLimits, Site, serve
 
@@ -237,7 +237,7 @@ class TestClient:
         self.session = session
         self._ssl = ssl
 
-    def ws_connect(self, path: str = "/", **kwargs: Any) -> _WSConnect:
+    def ws_connect(self, path: str = "/", **kwargs: Any) -> ClientWSConnect:
         """Open a WebSocket to ``path`` on the server: ``ClientSession.ws_connect`` with its URL.
 
         Use it as ``async with client.ws_connect("/ws") as ws:`` (the block

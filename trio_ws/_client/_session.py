@@ -31,7 +31,7 @@ from ._request import (
 )
 from ._ws import ClientWebSocketResponse
 
-__all__ = ["BasicAuth", "ClientSession"]
+__all__ = ["BasicAuth", "ClientSession", "ClientWSConnect"]
 
 
 class ClientSession:
@@ -396,3 +396,7 @@ class _WSConnect:
             session._run_owned, self._url, self._options
         )
         return ws
+
+
+ClientWSConnect = _WSConnect
+"""What :meth:`ClientSession.ws_connect` returns (its public name, for annotations)."""
