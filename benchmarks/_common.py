@@ -7,6 +7,11 @@ Wire protocol between the harness and its child processes (one line each, on std
   (only the ``idle`` scenario does this, so the harness can read memory use);
 * a client prints ``RESULT <json>`` at the end.
 
+The ``wss_*`` scenarios run their plain counterpart over TLS: the harness passes the server
+``--certfile``/``--keyfile`` (a certificate for 127.0.0.1 and localhost from a CA made once
+per run) and the client ``--cafile`` (that CA); clients keep certificate and hostname checks
+on (:func:`client_ssl_context`).
+
 Between the load client and an echo server: binary and text messages are echoed, except a
 text message ``bcast N SIZE``, on which the server sends N binary messages of SIZE bytes to
 every connected client (the ``fanout`` scenario).
@@ -18,6 +23,7 @@ import argparse
 import json
 import random
 import resource
+import ssl
 import sys
 import zlib
 from dataclasses import asdict, dataclass
@@ -26,7 +32,22 @@ from types import ModuleType
 #: Largest message any peer must accept (``big1m`` sends 1 MiB).
 MAX_MSG_SIZE = 4 * 2**20
 
-SCENARIOS = ("rtt64", "pipe64", "big1m", "fanout", "handshake", "idle", "deflate")
+SCENARIOS = (
+    "rtt64",
+    "pipe64",
+    "big1m",
+    "fanout",
+    "handshake",
+    "idle",
+    "deflate",
+    "idle_deflate",
+    "wss_rtt64",
+    "wss_pipe64",
+    "wss_big1m",
+)
+
+#: Prefix of the scenarios that run their plain counterpart over TLS.
+TLS_PREFIX = "wss_"
 
 #: Implementations under test, in display order.  ``picows`` is the fixed fast peer.
 IMPLS = (
@@ -41,6 +62,8 @@ FIXED_PEER = "picows"
 
 #: Implementations that cannot negotiate permessage-deflate.
 NO_DEFLATE = frozenset({"trio_websocket"})
+#: Implementations that cannot run over TLS (every one can today).
+NO_TLS: frozenset[str] = frozenset()
 
 UNITS = {
     "rtt64": "rt/s",
@@ -50,10 +73,36 @@ UNITS = {
     "handshake": "conn/s",
     "idle": "KiB/conn",
     "deflate": "msg/s",
+    "idle_deflate": "KiB/conn",
+    "wss_rtt64": "rt/s",
+    "wss_pipe64": "msg/s",
+    "wss_big1m": "MB/s",
 }
 
 #: For these scenarios a smaller number is better.
-LOWER_IS_BETTER = frozenset({"idle"})
+LOWER_IS_BETTER = frozenset({"idle", "idle_deflate"})
+
+#: Scenarios whose figure is the RSS growth per open connection (the harness measures it).
+IDLE_SCENARIOS = frozenset({"idle", "idle_deflate"})
+
+
+def base_scenario(scenario: str) -> str:
+    """The plain scenario a TLS one runs over TLS (``wss_pipe64`` -> ``pipe64``), else itself."""
+    return scenario.removeprefix(TLS_PREFIX)
+
+
+def is_tls(scenario: str) -> bool:
+    """True for the scenarios that run over TLS (``wss://``)."""
+    return scenario.startswith(TLS_PREFIX)
+
+
+def skip_reason(scenario: str, impl: str) -> str | None:
+    """Why ``impl`` does not run ``scenario`` (a ``n/a`` cell), or ``None`` if it does."""
+    if FULL[scenario].compress and impl in NO_DEFLATE:
+        return "no permessage-deflate"
+    if is_tls(scenario) and impl in NO_TLS:
+        return "no TLS"
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +132,12 @@ FULL: dict[str, Params] = {
     "handshake": Params(count=600, max_time=4.0),
     "idle": Params(count=2000, conns=2000, max_time=30.0),
     "deflate": Params(count=15000, size=1024, window=100, compress=True, max_time=4.0),
+    # 500 connections that negotiated permessage-deflate as browsers do, one 1 KiB
+    # compressible text message each (so both zlib streams exist), then idle.
+    "idle_deflate": Params(count=500, size=1024, conns=500, compress=True, max_time=30.0),
+    "wss_rtt64": Params(count=8000, max_time=4.0),
+    "wss_pipe64": Params(count=40000, window=100, max_time=4.0),
+    "wss_big1m": Params(count=100, size=2**20, max_time=4.0),
 }
 
 QUICK: dict[str, Params] = {
@@ -93,6 +148,10 @@ QUICK: dict[str, Params] = {
     "handshake": Params(count=20, max_time=1.0),
     "idle": Params(count=50, conns=50, max_time=5.0),
     "deflate": Params(count=300, size=1024, window=50, compress=True, max_time=1.0),
+    "idle_deflate": Params(count=50, size=1024, conns=50, compress=True, max_time=5.0),
+    "wss_rtt64": Params(count=200, max_time=1.0),
+    "wss_pipe64": Params(count=1000, window=50, max_time=1.0),
+    "wss_big1m": Params(count=3, size=2**20, max_time=1.0),
 }
 
 
@@ -186,7 +245,7 @@ def outcome(scenario: str, params: Params, done: int, elapsed: float) -> Outcome
     """Turn work done into the scenario's figure of merit."""
     elapsed = max(elapsed, 1e-9)
     value = done / elapsed
-    if scenario == "big1m":
+    if base_scenario(scenario) == "big1m":
         value *= params.size / 1e6
     expected = params.count * (params.conns if scenario == "fanout" else 1)
     return Outcome(
@@ -200,17 +259,47 @@ def outcome(scenario: str, params: Params, done: int, elapsed: float) -> Outcome
 
 
 def server_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse an echo server's command line (see :func:`server_ssl_context` for TLS)."""
     parser = argparse.ArgumentParser(description="benchmark echo server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--compress", action="store_true", help="accept permessage-deflate")
+    parser.add_argument("--certfile", help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="private key of --certfile (PEM)")
     return parser.parse_args(argv)
 
 
-def client_args(argv: list[str] | None = None) -> tuple[str, str, Params]:
-    """Parse a client driver's command line into ``(url, scenario, params)``."""
+def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context if ``--certfile`` was given, else ``None`` (plain ws)."""
+    if not args.certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.certfile, args.keyfile)
+    return ctx
+
+
+def client_ssl_context(cafile: str) -> ssl.SSLContext:
+    """A client TLS context that trusts ``cafile`` only, with certificate and hostname checks.
+
+    ``ssl.create_default_context`` turns both checks on (``CERT_REQUIRED``,
+    ``check_hostname``); the assertions make sure nothing downstream weakened them.
+    """
+    ctx = ssl.create_default_context(cafile=cafile)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    return ctx
+
+
+def client_args(
+    argv: list[str] | None = None,
+) -> tuple[str, str, Params, ssl.SSLContext | None]:
+    """Parse a client driver's command line into ``(url, scenario, params, ssl_context)``.
+
+    ``ssl_context`` is built from ``--cafile`` (see :func:`client_ssl_context`); a
+    ``wss://`` URL without it is an error.
+    """
     parser = argparse.ArgumentParser(description="benchmark client driver")
     parser.add_argument("--url", required=True)
+    parser.add_argument("--cafile", help="CA that signed the server's certificate (wss)")
     parser.add_argument("--scenario", required=True, choices=SCENARIOS)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--size", type=int, default=64)
@@ -227,7 +316,25 @@ def client_args(argv: list[str] | None = None) -> tuple[str, str, Params]:
         compress=ns.compress,
         max_time=ns.max_time,
     )
-    return ns.url, ns.scenario, params
+    if ns.url.startswith("wss://") and not ns.cafile:
+        parser.error("a wss:// URL needs --cafile")
+    ctx = client_ssl_context(ns.cafile) if ns.cafile else None
+    return ns.url, ns.scenario, params, ctx
+
+
+class NotNegotiated(RuntimeError):
+    """A client asked for permessage-deflate and the connection runs without it.
+
+    A scenario that is meant to measure compression must not quietly measure plain
+    messages: the client drivers raise this, so the child ends without a result and the
+    harness counts the run as failed (the message is in the run's log).
+    """
+
+    def __init__(self, impl: str, detail: str = "") -> None:
+        super().__init__(
+            f"{impl}: permessage-deflate was requested but not negotiated"
+            + (f" ({detail})" if detail else "")
+        )
 
 
 def params_to_argv(params: Params) -> list[str]:

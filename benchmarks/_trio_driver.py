@@ -10,6 +10,7 @@ import trio
 from benchmarks._common import (
     Outcome,
     Params,
+    base_scenario,
     bcast_command,
     emit,
     outcome,
@@ -101,16 +102,18 @@ async def _pipeline(
 
 
 async def run(connect: Connect, url: str, scenario: str, p: Params) -> Outcome:
-    if scenario in ("rtt64", "big1m"):
+    """Run ``scenario`` (a ``wss_*`` one as its plain counterpart: the URL says wss)."""
+    kind = base_scenario(scenario)
+    if kind in ("rtt64", "big1m"):
         payload = bytes(i & 0xFF for i in range(p.size))
         async with connect(url, False) as conn:
             await _pingpong(conn, payload, max(1, p.count // 20), p.max_time)
             done, elapsed = await _pingpong(conn, payload, p.count, p.max_time)
         return outcome(scenario, p, done, elapsed)
 
-    if scenario in ("pipe64", "deflate"):
+    if kind in ("pipe64", "deflate"):
         payloads: list[bytes] | list[str]
-        if scenario == "deflate":
+        if kind == "deflate":
             payloads = text_pool(p.size)
         else:
             payloads = [bytes(i & 0xFF for i in range(p.size))]
@@ -119,10 +122,10 @@ async def run(connect: Connect, url: str, scenario: str, p: Params) -> Outcome:
             done, elapsed = await _pipeline(conn, payloads, p.count, p.window, p.max_time)
         return outcome(scenario, p, done, elapsed)
 
-    if scenario == "fanout":
+    if kind == "fanout":
         return await _fanout(connect, url, p)
 
-    if scenario == "handshake":
+    if kind == "handshake":
         payload = b"h" * p.size
         perf = time.perf_counter
         start = perf()
@@ -135,8 +138,8 @@ async def run(connect: Connect, url: str, scenario: str, p: Params) -> Outcome:
             done += 1
         return outcome(scenario, p, done, perf() - start)
 
-    if scenario == "idle":
-        return await _idle(connect, url, p)
+    if kind in ("idle", "idle_deflate"):
+        return await _idle(connect, url, scenario, p)
 
     raise SystemExit(f"unknown scenario {scenario}")
 
@@ -184,16 +187,26 @@ async def _fanout(connect: Connect, url: str, p: Params) -> Outcome:
     return outcome("fanout", p, sum(counts), end - start)
 
 
-async def _idle(connect: Connect, url: str, p: Params) -> Outcome:
+async def _idle(connect: Connect, url: str, scenario: str, p: Params) -> Outcome:
+    """Open ``p.conns`` connections that each did one echo, and hold them open.
+
+    Without compression the echo is ``HELLO``; with it (``idle_deflate``) a ``p.size``
+    character compressible text, so both zlib streams of every connection exist.
+    """
+    texts = text_pool(p.size) if p.compress else []
     gate = trio.Semaphore(CONNECT_CONCURRENCY)
     release = trio.Event()
 
     async def member(counter: list[int], expected: int, ready: trio.Event) -> None:
         async with AsyncExitStack() as stack:
             async with gate:
-                conn = await stack.enter_async_context(connect(url, False))
-                await conn.send_bytes(HELLO)
-                await conn.recv_bytes()
+                conn = await stack.enter_async_context(connect(url, p.compress))
+                if texts:
+                    await conn.send_text(texts[counter[0] % len(texts)])
+                    await conn.recv_text()
+                else:
+                    await conn.send_bytes(HELLO)
+                    await conn.recv_bytes()
             counter[0] += 1
             if counter[0] == expected:
                 ready.set()
@@ -214,4 +227,4 @@ async def _idle(connect: Connect, url: str, p: Params) -> Outcome:
         emit("PHASE loaded")
         await trio.to_thread.run_sync(wait_for_harness)
         release.set()
-    return outcome("idle", p, p.conns, 1.0)
+    return outcome(scenario, p, p.conns, 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -22,8 +23,10 @@ from benchmarks._common import (
     DEFLATE_OFFER,
     MAX_MSG_SIZE,
     Deflate,
+    NotNegotiated,
     Outcome,
     Params,
+    base_scenario,
     bcast_command,
     client_args,
     deflate_from_response,
@@ -113,7 +116,9 @@ class Client(WSListener):  # type: ignore[misc]
                 self.transport.disconnect(graceful=False)
 
 
-async def connect(url: str, compress: bool) -> Client:
+async def connect(url: str, compress: bool, ssl_context: ssl.SSLContext | None = None) -> Client:
+    """Open one connection; with ``compress``, fail unless permessage-deflate was negotiated."""
+
     def factory(request: WSUpgradeRequest, response: WSUpgradeResponse) -> Client:
         codec = None
         if compress:
@@ -127,19 +132,33 @@ async def connect(url: str, compress: bool) -> Client:
         max_frame_size=MAX_MSG_SIZE,
         extra_headers=headers,
         websocket_handshake_timeout=10,
+        ssl_context=ssl_context,
     )
     assert isinstance(client, Client)
+    if compress and client.codec is None:
+        raise NotNegotiated("the picows load client", "the server did not accept it")
     return client
 
 
-async def connect_many(url: str, n: int) -> list[Client]:
-    """Open ``n`` connections (bounded concurrency); each has done one echo on return."""
+async def connect_many(
+    url: str, n: int, compress: bool = False, texts: list[bytes] | None = None
+) -> list[Client]:
+    """Open ``n`` connections (bounded concurrency); each has done one echo on return.
+
+    The echo is ``hello`` (binary), or with ``texts`` one of them as a text message.
+    """
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened = 0
 
     async def one() -> Client:
+        nonlocal opened
         async with gate:
-            client = await connect(url, False)
-            await client.echo(_BINARY, b"hello")
+            client = await connect(url, compress)
+            if texts:
+                await client.echo(_TEXT, texts[opened % len(texts)])
+            else:
+                await client.echo(_BINARY, b"hello")
+            opened += 1
             return client
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
@@ -209,20 +228,22 @@ async def pipeline(
     return received, perf() - start
 
 
-async def run(url: str, scenario: str, p: Params) -> Outcome:
-    if scenario in ("rtt64", "big1m"):
-        client = await connect(url, False)
+async def run(
+    url: str, scenario: str, p: Params, ssl_context: ssl.SSLContext | None = None
+) -> Outcome:
+    """Run ``scenario`` (a ``wss_*`` one as its plain counterpart, over TLS)."""
+    kind = base_scenario(scenario)
+    if kind in ("rtt64", "big1m"):
+        client = await connect(url, False, ssl_context)
         payload = bytes(i & 0xFF for i in range(p.size))
         await pingpong(client, payload, max(1, p.count // 20), p.max_time)
         done, elapsed = await pingpong(client, payload, p.count, p.max_time)
         await client.close()
         return outcome(scenario, p, done, elapsed)
 
-    if scenario in ("pipe64", "deflate"):
-        client = await connect(url, p.compress)
-        if scenario == "deflate":
-            if client.codec is None:
-                raise SystemExit("server did not accept permessage-deflate")
+    if kind in ("pipe64", "deflate"):
+        client = await connect(url, p.compress, ssl_context)
+        if kind == "deflate":
             payloads = [t.encode() for t in text_pool(p.size)]
             mt = _TEXT
         else:
@@ -233,7 +254,7 @@ async def run(url: str, scenario: str, p: Params) -> Outcome:
         await client.close()
         return outcome(scenario, p, done, elapsed)
 
-    if scenario == "fanout":
+    if kind == "fanout":
         clients = await connect_many(url, p.conns)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -262,7 +283,7 @@ async def run(url: str, scenario: str, p: Params) -> Outcome:
         await close_many(clients)
         return outcome(scenario, p, sum(counts), elapsed)
 
-    if scenario == "handshake":
+    if kind == "handshake":
         payload = b"h" * p.size
         perf = time.perf_counter
         start = perf()
@@ -275,11 +296,12 @@ async def run(url: str, scenario: str, p: Params) -> Outcome:
             done += 1
         return outcome(scenario, p, done, perf() - start)
 
-    if scenario == "idle":
-        warm = await connect_many(url, 1)
+    if kind in ("idle", "idle_deflate"):
+        texts = [t.encode() for t in text_pool(p.size)] if p.compress else None
+        warm = await connect_many(url, 1, p.compress, texts)
         emit("PHASE base")
         await asyncio.to_thread(wait_for_harness)
-        clients = await asyncio.wait_for(connect_many(url, p.conns), p.max_time)
+        clients = await asyncio.wait_for(connect_many(url, p.conns, p.compress, texts), p.max_time)
         emit("PHASE loaded")
         await asyncio.to_thread(wait_for_harness)
         await close_many(clients + warm)
@@ -289,9 +311,9 @@ async def run(url: str, scenario: str, p: Params) -> Outcome:
 
 
 def main() -> None:
-    url, scenario, params = client_args()
+    url, scenario, params, ssl_context = client_args()
     raise_fd_limit()
-    asyncio.run(run(url, scenario, params)).emit()
+    asyncio.run(run(url, scenario, params, ssl_context)).emit()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,21 +10,26 @@ import trio
 from trio_websocket import open_websocket_url
 
 from benchmarks import _trio_driver
-from benchmarks._common import MAX_MSG_SIZE, client_args, raise_fd_limit
-from benchmarks._conn import Conn
+from benchmarks._common import MAX_MSG_SIZE, NotNegotiated, client_args, raise_fd_limit
+from benchmarks._conn import Conn, Connect
 
 
-@asynccontextmanager
-async def connect(url: str, compress: bool) -> AsyncIterator[Conn]:
-    if compress:
-        raise SystemExit("trio-websocket does not support permessage-deflate")
-    async with open_websocket_url(url, max_message_size=MAX_MSG_SIZE) as ws:
-        yield Conn(ws.send_message, ws.send_message, ws.get_message, ws.get_message)  # type: ignore[arg-type]
+def connector(ssl_context: ssl.SSLContext | None) -> Connect:
+    """``connect(url, compress)`` for the driver (TLS with ``ssl_context`` for wss://)."""
+
+    @asynccontextmanager
+    async def connect(url: str, compress: bool) -> AsyncIterator[Conn]:
+        if compress:
+            raise NotNegotiated("trio_websocket", "it has no permessage-deflate")
+        async with open_websocket_url(url, ssl_context, max_message_size=MAX_MSG_SIZE) as ws:
+            yield Conn(ws.send_message, ws.send_message, ws.get_message, ws.get_message)  # type: ignore[arg-type]
+
+    return connect
 
 
 async def main() -> None:
-    url, scenario, params = client_args()
-    result = await _trio_driver.run(connect, url, scenario, params)
+    url, scenario, params, ssl_context = client_args()
+    result = await _trio_driver.run(connector(ssl_context), url, scenario, params)
     result.emit()
 
 

@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from websockets.asyncio.client import connect as ws_connect
 
 from benchmarks import _asyncio_driver
-from benchmarks._common import MAX_MSG_SIZE, client_args, raise_fd_limit
-from benchmarks._conn import Conn
+from benchmarks._common import MAX_MSG_SIZE, NotNegotiated, client_args, raise_fd_limit
+from benchmarks._conn import Conn, Connect
 
 
-@asynccontextmanager
-async def connect(url: str, compress: bool) -> AsyncIterator[Conn]:
-    async with ws_connect(
-        url,
-        compression="deflate" if compress else None,
-        max_size=MAX_MSG_SIZE,
-        ping_interval=None,
-        proxy=None,
-    ) as ws:
-        yield Conn(ws.send, ws.send, ws.recv, ws.recv)  # type: ignore[arg-type]
+def connector(ssl_context: ssl.SSLContext | None) -> Connect:
+    """``connect(url, compress)`` for the driver (TLS with ``ssl_context`` for wss://)."""
+    options: dict[str, Any] = {} if ssl_context is None else {"ssl": ssl_context}
+
+    @asynccontextmanager
+    async def connect(url: str, compress: bool) -> AsyncIterator[Conn]:
+        async with ws_connect(
+            url,
+            compression="deflate" if compress else None,
+            max_size=MAX_MSG_SIZE,
+            ping_interval=None,
+            proxy=None,
+            **options,
+        ) as ws:
+            names = [ext.name for ext in ws.protocol.extensions]
+            if compress and "permessage-deflate" not in names:
+                raise NotNegotiated("websockets_asyncio", f"extensions = {names!r}")
+            yield Conn(ws.send, ws.send, ws.recv, ws.recv)  # type: ignore[arg-type]
+
+    return connect
 
 
 async def main() -> None:
-    url, scenario, params = client_args()
-    result = await _asyncio_driver.run(connect, url, scenario, params)
+    url, scenario, params, ssl_context = client_args()
+    result = await _asyncio_driver.run(connector(ssl_context), url, scenario, params)
     result.emit()
 
 

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from benchmarks._common import FULL, LOWER_IS_BETTER, NO_DEFLATE, QUICK, SCENARIOS, UNITS
+from benchmarks._common import FULL, LOWER_IS_BETTER, QUICK, SCENARIOS, UNITS, skip_reason
 from benchmarks.runner import (
     IMPL_LABELS,
     NOISY,
@@ -45,6 +45,8 @@ from benchmarks.runner import (
     impl_available,
     machine_description,
     run_one,
+    run_tls,
+    tls_unavailable,
 )
 
 #: Flag a row when the after median is below this fraction of the before median ...
@@ -174,7 +176,7 @@ def plan_runs(
             for index, scenario in enumerate(args.scenarios):
                 shift = (repeat + index) % len(variants)
                 for impl, tree in variants[shift:] + variants[:shift]:
-                    if scenario == "deflate" and impl in NO_DEFLATE:
+                    if skip_reason(scenario, impl) is not None:
                         continue
                     plan.append((repeat, side, scenario, impl, tree))
     return plan
@@ -275,8 +277,8 @@ def markdown_table(rows: list[dict[str, object]], before: Tree, after: Tree) -> 
     out.append(
         "Medians over the repeats of each side. Role server = trio_ws is the echo server "
         "(fixed picows load client); client = trio_ws is the client (fixed picows echo "
-        f"server). Flagged: after < {SLOWER:.1f}x before, or for `idle` (memory, lower is "
-        f"better) after > {BIGGER:.1f}x before. ~ = the runs spread by more than "
+        f"server). Flagged: after < {SLOWER:.1f}x before, or for `idle` and `idle_deflate` "
+        f"(memory, lower is better) after > {BIGGER:.1f}x before. ~ = the runs spread by more than "
         f"{NOISY:.0%} of the median."
     )
     return "\n".join(out) + "\n"
@@ -320,6 +322,9 @@ def _compare(args: argparse.Namespace, before: Tree, after: Tree) -> int:
             file=sys.stderr,
         )
     sides = ["server", "client"] if args.side == "both" else [args.side]
+    missing = tls_unavailable(args.scenarios)
+    if missing is not None:
+        raise CompareError(missing)
     for side in sides:
         reason = impl_available("picows", side)
         if reason is not None:
@@ -337,18 +342,21 @@ def _compare(args: argparse.Namespace, before: Tree, after: Tree) -> int:
     table_params = QUICK if args.quick else FULL
     plan = plan_runs(args, sides, trees)
     runs: list[Run] = []
-    for n, (repeat, side, scenario, impl, tree) in enumerate(plan, 1):
-        run = run_one(side, scenario, impl, repeat, table_params[scenario], logdir, tree)
-        _check_run(run, tree)
-        runs.append(run)
-        if run.error is None and run.value is not None:
-            status = f"{_fmt(run.value)} {run.unit}" + (" (time-bounded)" if run.truncated else "")
-        else:
-            status = f"ERROR {run.error}"
-        print(
-            f"[{n}/{len(plan)}] {side:6} {scenario:9} {impl:12} {tree.label:6} {status}",
-            file=sys.stderr,
-        )
+    with run_tls(args.scenarios) as tls:
+        for n, (repeat, side, scenario, impl, tree) in enumerate(plan, 1):
+            params = table_params[scenario]
+            run = run_one(side, scenario, impl, repeat, params, logdir, tree, tls=tls)
+            _check_run(run, tree)
+            runs.append(run)
+            if run.error is None and run.value is not None:
+                status = f"{_fmt(run.value)} {run.unit}"
+                status += " (time-bounded)" if run.truncated else ""
+            else:
+                status = f"ERROR {run.error}"
+            print(
+                f"[{n}/{len(plan)}] {side:6} {scenario:12} {impl:12} {tree.label:6} {status}",
+                file=sys.stderr,
+            )
 
     elapsed = time.monotonic() - started
     args.load_avg["end"] = os.getloadavg()[0]

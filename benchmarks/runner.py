@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -11,8 +12,11 @@ import queue
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -21,16 +25,18 @@ from typing import IO
 from benchmarks._common import (
     FIXED_PEER,
     FULL,
+    IDLE_SCENARIOS,
     IMPLS,
     IMPORTED,
     LOWER_IS_BETTER,
-    NO_DEFLATE,
     QUICK,
     SCENARIOS,
     UNITS,
     Params,
+    is_tls,
     params_to_argv,
     raise_fd_limit,
+    skip_reason,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -80,6 +86,36 @@ class Tree:
     name: str
     cwd: Path
     path_first: Path | None = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM files of one run's TLS setup: a CA, and a server certificate it signed.
+
+    The server certificate is for ``127.0.0.1`` and ``localhost``; ``server`` holds its
+    private key and chain, ``ca`` the CA certificate the clients trust (and nothing else).
+    """
+
+    ca: Path
+    server: Path
+
+
+@contextmanager
+def tls_files() -> Iterator[TlsFiles]:
+    """Make a CA and a server certificate with ``trustme``, in a temporary directory.
+
+    Made once per run (every TLS run shares them) and removed on exit. Raises
+    ``ImportError`` if trustme is not installed (it comes with the ``test`` extra).
+    """
+    import trustme
+
+    with tempfile.TemporaryDirectory(prefix="trio_ws-bench-tls-") as tmp:
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        files = TlsFiles(ca=Path(tmp) / "ca.pem", server=Path(tmp) / "server.pem")
+        ca.cert_pem.write_to_path(str(files.ca))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(files.server))
+        yield files
 
 
 def child_env(tree: Tree | None = None) -> dict[str, str]:
@@ -191,11 +227,14 @@ def run_one(
     params: Params,
     logdir: Path,
     tree: Tree | None = None,
+    tls: TlsFiles | None = None,
 ) -> Run:
     """One measurement: ``impl`` on ``side``, the fixed peer on the other side.
 
     With ``tree``, the child running ``impl`` imports trio_ws from that tree (the fixed
-    peer's child does not import trio_ws, and runs the same way).
+    peer's child does not import trio_ws, and runs the same way). A ``wss_*`` scenario
+    needs ``tls`` (the server gets its certificate, the client the CA); without it the run
+    fails.
     """
     label = tree.label if tree is not None else ""
     run = Run(side, scenario, impl, repeat, tree=label, unit=UNITS[scenario])
@@ -208,9 +247,14 @@ def run_one(
     server = client = None
     with open(log_path, "wb") as log:
         try:
+            secure = is_tls(scenario)
+            if secure and tls is None:
+                raise RuntimeError(f"{scenario} needs the run's TLS files")
             server_argv = ["-m", f"benchmarks.server_{server_impl}"]
             if params.compress:
                 server_argv.append("--compress")
+            if secure and tls is not None:
+                server_argv += ["--certfile", str(tls.server)]
             server = Child(server_argv, server_cpu, log, stdin=False, tree=tree)
             ready = server.next_line(60)
             if not ready.startswith("READY "):
@@ -220,11 +264,13 @@ def run_one(
                 "-m",
                 f"benchmarks.client_{client_impl}",
                 "--url",
-                f"ws://127.0.0.1:{port}/ws",
+                f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/ws",
                 "--scenario",
                 scenario,
                 *params_to_argv(params),
             ]
+            if secure and tls is not None:
+                client_argv += ["--cafile", str(tls.ca)]
             client = Child(client_argv, client_cpu, log, stdin=True, tree=tree)
             measured = server if side == "server" else client
             rss: dict[str, int] = {}
@@ -238,7 +284,7 @@ def run_one(
                     result = json.loads(line[len("RESULT ") :])
                     break
             client.proc.wait(max(deadline - time.monotonic(), 1))
-            if scenario == "idle":
+            if scenario in IDLE_SCENARIOS:
                 conns = int(result["done"])
                 run.value = (rss["loaded"] - rss["base"]) / conns / 1024
                 run.detail = {"rss_base": rss["base"], "rss_loaded": rss["loaded"], "conns": conns}
@@ -383,11 +429,14 @@ def markdown_tables(
         out.append("")
     out.append(
         "Cells are medians over the repeats; (xR) is that median divided by trio_ws's median. "
-        "Higher is better except for `idle` (server or client RSS per idle connection, lower is "
-        "better). † = at least one run hit its time bound before finishing its count (the figure "
+        "Higher is better except for `idle` and `idle_deflate` (server or client RSS per idle "
+        "connection, lower is better). `wss_*` rows run over TLS against the picows peer over "
+        "TLS (trustme CA, certificate and hostname checked). † = at least one run hit its "
+        "time bound before finishing its count (the figure "
         f"is still work done / time taken). ~ = the runs spread by more than {NOISY:.0%} of the "
         "median (max - min), so read that ratio with care. n/a = not run: not supported "
-        "(trio-websocket has no permessage-deflate) or not importable (see Skipped)."
+        "(trio-websocket has no permessage-deflate: `deflate`, `idle_deflate`) or not "
+        "importable (see Skipped)."
     )
     return "\n".join(out) + "\n"
 
@@ -532,7 +581,11 @@ on one connection; `pipe64` 64-byte messages with a bounded in-flight window; `b
 messages echoed (MB/s of payload one way); `fanout` 200 connected clients, the server
 broadcasts 64-byte messages to all (deliveries/s); `handshake` connect, one message, close;
 `idle` RSS growth per idle connection over 2,000 connections (KiB, lower is better);
-`deflate` like `pipe64` with 1 KiB JSON-like text and permessage-deflate.
+`deflate` like `pipe64` with 1 KiB JSON-like text and permessage-deflate; `idle_deflate`
+like `idle` over 500 connections that negotiated permessage-deflate (as browsers do) and
+each echoed one 1 KiB text message; `wss_rtt64`, `wss_pipe64`, `wss_big1m` as the plain
+scenarios over TLS (both peers; a trustme CA made for the run, certificate and hostname
+checks on; the fixed peer is picows over TLS).
 
 `trio_ws` runs with its optional `speedups` extra (numpy masking); `trio_ws (no speedups)` is
 the pure-Python install. How the figures compare with the performance targets, and for a
@@ -637,29 +690,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     impls = [i for i in args.impls if not all(f"{i} ({side})" in skipped for side in sides)]
     table_params = QUICK if args.quick else FULL
-
-    plan = []
-    for repeat in range(args.repeats):
-        for side in sides:
-            for scenario in args.scenarios:
-                # Rotate the order every repeat so no implementation always runs first.
-                shift = (repeat + args.scenarios.index(scenario)) % max(len(impls), 1)
-                for impl in impls[shift:] + impls[:shift]:
-                    if scenario == "deflate" and impl in NO_DEFLATE:
-                        continue
-                    if f"{impl} ({side})" in skipped:
-                        continue
-                    plan.append((repeat, side, scenario, impl))
-
-    runs: list[Run] = []
-    for n, (repeat, side, scenario, impl) in enumerate(plan, 1):
-        run = run_one(side, scenario, impl, repeat, table_params[scenario], logdir)
-        runs.append(run)
-        if run.error is None and run.value is not None:
-            status = f"{_fmt(run.value)} {run.unit}" + (" (time-bounded)" if run.truncated else "")
-        else:
-            status = f"ERROR {run.error}"
-        print(f"[{n}/{len(plan)}] {side:6} {scenario:9} {impl:18} {status}", file=sys.stderr)
+    missing = tls_unavailable(args.scenarios)
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 2
+    with run_tls(args.scenarios) as tls:
+        runs = _run_plan(args, sides, impls, skipped, table_params, logdir, tls)
 
     elapsed = time.monotonic() - started
     args.load_avg["end"] = os.getloadavg()[0]
@@ -671,3 +707,54 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {RESULTS_MD}", file=sys.stderr)
     errors = [r for r in runs if r.error is not None]
     return 1 if errors else 0
+
+
+def tls_unavailable(scenarios: list[str]) -> str | None:
+    """Why the TLS scenarios among ``scenarios`` cannot run here, or ``None`` if they can."""
+    if any(is_tls(s) for s in scenarios) and importlib.util.find_spec("trustme") is None:
+        return "the wss_* scenarios need trustme for their certificates: pip install trustme"
+    return None
+
+
+@contextmanager
+def run_tls(scenarios: list[str]) -> Iterator[TlsFiles | None]:
+    """The run's TLS files if any of ``scenarios`` runs over TLS, else ``None``."""
+    if not any(is_tls(s) for s in scenarios):
+        yield None
+        return
+    with tls_files() as files:
+        yield files
+
+
+def _run_plan(
+    args: argparse.Namespace,
+    sides: list[str],
+    impls: list[str],
+    skipped: dict[str, str],
+    table_params: dict[str, Params],
+    logdir: Path,
+    tls: TlsFiles | None,
+) -> list[Run]:
+    plan = []
+    for repeat in range(args.repeats):
+        for side in sides:
+            for scenario in args.scenarios:
+                # Rotate the order every repeat so no implementation always runs first.
+                shift = (repeat + args.scenarios.index(scenario)) % max(len(impls), 1)
+                for impl in impls[shift:] + impls[:shift]:
+                    if skip_reason(scenario, impl) is not None:
+                        continue
+                    if f"{impl} ({side})" in skipped:
+                        continue
+                    plan.append((repeat, side, scenario, impl))
+
+    runs: list[Run] = []
+    for n, (repeat, side, scenario, impl) in enumerate(plan, 1):
+        run = run_one(side, scenario, impl, repeat, table_params[scenario], logdir, tls=tls)
+        runs.append(run)
+        if run.error is None and run.value is not None:
+            status = f"{_fmt(run.value)} {run.unit}" + (" (time-bounded)" if run.truncated else "")
+        else:
+            status = f"ERROR {run.error}"
+        print(f"[{n}/{len(plan)}] {side:6} {scenario:12} {impl:18} {status}", file=sys.stderr)
+    return runs

@@ -6,7 +6,14 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
-from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+from benchmarks._common import (
+    MAX_MSG_SIZE,
+    emit,
+    parse_bcast,
+    raise_fd_limit,
+    server_args,
+    server_ssl_context,
+)
 
 
 async def main() -> None:
@@ -45,7 +52,7 @@ async def main() -> None:
     app.router.add_get("/ws", handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=server_ssl_context(args))
     await site.start()
     emit(f"READY {runner.addresses[0][1]}")
     await asyncio.Event().wait()

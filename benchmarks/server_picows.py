@@ -23,6 +23,7 @@ from benchmarks._common import (
     parse_bcast,
     raise_fd_limit,
     server_args,
+    server_ssl_context,
 )
 
 _BINARY = WSMsgType.BINARY
@@ -114,7 +115,12 @@ async def main() -> None:
         return EchoListener(clients, None)
 
     server = await ws_create_server(
-        factory, args.host, args.port, max_frame_size=MAX_MSG_SIZE, websocket_handshake_timeout=10
+        factory,
+        args.host,
+        args.port,
+        max_frame_size=MAX_MSG_SIZE,
+        websocket_handshake_timeout=10,
+        ssl=server_ssl_context(args),
     )
     emit(f"READY {server.sockets[0].getsockname()[1]}")
     await server.serve_forever()

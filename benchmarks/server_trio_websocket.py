@@ -5,7 +5,14 @@ from __future__ import annotations
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+from benchmarks._common import (
+    MAX_MSG_SIZE,
+    emit,
+    parse_bcast,
+    raise_fd_limit,
+    server_args,
+    server_ssl_context,
+)
 
 
 async def main() -> None:
@@ -47,7 +54,7 @@ async def main() -> None:
                 handler,
                 args.host,
                 args.port,
-                None,
+                server_ssl_context(args),
                 max_message_size=MAX_MSG_SIZE,
                 task_status=task_status,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
 import trio_ws
@@ -12,6 +14,7 @@ from benchmarks._common import (
     raise_fd_limit,
     report_import,
     server_args,
+    server_ssl_context,
 )
 from trio_ws import WSMsgType, web
 
@@ -54,7 +57,9 @@ async def main() -> None:
     app = web.Application()
     app.router.add_get("/ws", handler)
     async with trio.open_nursery() as nursery:
-        site = await nursery.start(web.serve, app, args.host, args.port)
+        site = await nursery.start(
+            partial(web.serve, ssl_context=server_ssl_context(args)), app, args.host, args.port
+        )
         emit(f"READY {site.port}")
 
 

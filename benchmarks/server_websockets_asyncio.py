@@ -6,7 +6,14 @@ import asyncio
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+from benchmarks._common import (
+    MAX_MSG_SIZE,
+    emit,
+    parse_bcast,
+    raise_fd_limit,
+    server_args,
+    server_ssl_context,
+)
 
 
 async def main() -> None:
@@ -41,6 +48,7 @@ async def main() -> None:
         args.host,
         args.port,
         compression="deflate" if args.compress else None,
+        ssl=server_ssl_context(args),
         max_size=MAX_MSG_SIZE,
         ping_interval=None,
     ) as server:

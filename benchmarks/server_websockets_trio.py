@@ -5,7 +5,14 @@ from __future__ import annotations
 import trio
 from websockets.trio.server import ServerConnection, serve
 
-from benchmarks._common import MAX_MSG_SIZE, emit, parse_bcast, raise_fd_limit, server_args
+from benchmarks._common import (
+    MAX_MSG_SIZE,
+    emit,
+    parse_bcast,
+    raise_fd_limit,
+    server_args,
+    server_ssl_context,
+)
 
 
 async def main() -> None:
@@ -42,6 +49,7 @@ async def main() -> None:
                 args.port,
                 host=args.host,
                 compression="deflate" if args.compress else None,
+                ssl=server_ssl_context(args),
                 max_size=MAX_MSG_SIZE,
                 ping_interval=None,
                 task_status=task_status,
