@@ -581,3 +581,31 @@ async def test_close_drain_set_status_and_status() -> None:
         "closed": True,
         "again": False,
     }
+
+
+async def test_prepare_after_a_failed_prepare_raises() -> None:
+    """An upgrade request with a body: prepare() answers 400, and the WebSocket is spent."""
+    seen: list[object] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        with pytest.raises(web.HTTPBadRequest) as info:
+            await ws.prepare(request)
+        seen.append(ws.closed)
+        with pytest.raises(RuntimeError, match="failed"):
+            await ws.prepare(request)
+        seen.append("refused")
+        raise info.value
+
+    with trio.fail_after(10):
+        async with serving(handler) as site:
+            stream = await trio.open_tcp_stream(HOST, site.port)
+            async with stream:
+                await stream.send_all(
+                    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello"
+                )
+                answer = await stream.receive_some(4096)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert seen == [True, "refused"]

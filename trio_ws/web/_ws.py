@@ -227,9 +227,14 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         Raises :class:`~trio_ws.ClientConnectionResetError` when the client
         is gone (e.g. it reset the connection while the handler was still
         authenticating it): the server then just closes the connection.
+        Raises ``RuntimeError`` while another call is still writing the 101,
+        or after a call failed. Other tasks may use the WebSocket (send,
+        close) as soon as the 101 is being written: their frames follow it.
         """
         if self._prepared:
             return WebSocketReady(True, self._protocol)
+        if self._stream is not None:
+            raise RuntimeError("prepare() is already running in another task, or failed")
         upgrade = upgrade_of(request)
         headers, protocol, deflate = self._handshake(request)
         if upgrade.lost:
