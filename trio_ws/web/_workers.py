@@ -41,7 +41,6 @@ runs in a single process and logs a warning.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import ssl as _ssl
@@ -55,9 +54,7 @@ from ._reuseport import reserve, reuseport_available
 from ._supervisor import Supervisor
 from ._worker import Plan, ServeOptions
 
-__all__ = ["reuseport_available", "run_workers"]
-
-logger = logging.getLogger("trio_ws.server")
+__all__ = ["run_workers"]
 
 
 def run_workers(
