@@ -4,7 +4,7 @@ The import graph is read from the source (every module of ``trio_ws`` parsed
 with :mod:`ast`, relative imports resolved). Only imports that run when a
 module is imported count: module-level ones, including those inside a
 module-level ``try``/``if`` (but not ``if TYPE_CHECKING:``), and not those
-inside a function. The layers (see ``/docs`` and the package docstrings)::
+inside a function (a second check counts those too). The layers::
 
     _models, _exceptions  <-  _protocol  <-  _engine  <-  _client, web
                                    _http (beside the engine)

@@ -31,7 +31,9 @@ def run_app(
     graceful shutdown (every WebSocket got 1001). With ``workers > 1`` each
     worker process gets its own copy of ``hub`` (and its own Redis
     connections); without a Redis backend, workers do not see each other's
-    messages. Blocks until SIGINT or SIGTERM.
+    messages. Blocks until SIGINT or SIGTERM. Raises ``RuntimeError`` if
+    ``hub`` is already running or the workers keep crashing, and ``OSError``
+    if the address cannot be bound.
     """
     if hub.running:
         raise RuntimeError("run_app starts the hub itself: pass a hub that is not running")
