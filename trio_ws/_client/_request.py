@@ -19,17 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from wsproto.utilities import generate_accept_token
-
 from .._exceptions import InvalidURL, RequestInfo, WSHandshakeError, WSServerHandshakeError
 from .._http._client import UpgradeResponse, host_header
 from .._http._headers import Headers, OutgoingHeaders
-from .._protocol._deflate import (
-    BoundedDeflate,
-    DeflateNegotiationError,
-    client_finalize,
-    client_offer,
-)
+from .._protocol._deflate import BoundedDeflate, client_offer
+from .._protocol._handshake import ResponseRejected, check_response
 from ._options import ClientWSTimeout, Fingerprint
 
 __all__ = [
@@ -227,44 +221,31 @@ def request_headers(
 def check_upgrade(
     response: UpgradeResponse, key: bytes, o: dict[str, Any], request_info: RequestInfo
 ) -> tuple[str | None, BoundedDeflate | None]:
-    headers = response.headers
+    """The subprotocol and deflate state of a valid 101; raises ``WSServerHandshakeError``.
 
-    def fail(message: str) -> WSServerHandshakeError:
-        return WSServerHandshakeError(
+    The rules are :func:`trio_ws._protocol._handshake.check_response`'s; a
+    deflate answer that cannot be used carries a ``WSHandshakeError`` as its
+    cause, as in aiohttp.
+    """
+    try:
+        return check_response(
+            response.status,
+            response.headers,
+            key=key,
+            protocols=o["protocols"],
+            compress=o["compress"],
+            notakeover=o["notakeover"],
+            max_size=o["max_msg_size"],
+        )
+    except ResponseRejected as exc:
+        error = WSServerHandshakeError(
             request_info,
             (),
             status=response.status,
-            message=message,
-            headers=headers,
+            message=exc.message,
+            headers=response.headers,
             body=response.body,
         )
-
-    if response.status != 101:
-        raise fail("Invalid response status")
-    if "websocket" not in headers.tokens("Upgrade"):
-        raise fail("Invalid upgrade header")
-    if "upgrade" not in headers.tokens("Connection"):
-        raise fail("Invalid connection header")
-    if headers.get("Sec-WebSocket-Accept", "").strip() != generate_accept_token(key).decode():
-        raise fail("Invalid challenge response")
-    protocol = headers.get("Sec-WebSocket-Protocol")
-    if protocol is not None:
-        protocol = protocol.strip()
-        if protocol not in o["protocols"]:
-            raise fail(f"Server chose a subprotocol that was not offered: {protocol!r}")
-    extensions = headers.getall("Sec-WebSocket-Extensions", [])
-    deflate = None
-    if extensions:
-        if not o["compress"]:
-            raise fail("Server accepted an extension that was not offered")
-        try:
-            deflate = client_finalize(
-                extensions,
-                compress=o["compress"],
-                max_size=o["max_msg_size"],
-                notakeover=o["notakeover"],
-            )
-        except DeflateNegotiationError as exc:
-            # As aiohttp: the parse error is the cause of the handshake error.
-            raise fail(f"Invalid extension answer: {exc}") from WSHandshakeError(str(exc))
-    return protocol, deflate
+        if exc.__cause__ is not None:
+            raise error from WSHandshakeError(str(exc.__cause__))
+        raise error from None

@@ -10,13 +10,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from wsproto.utilities import generate_nonce
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE
 from .._exceptions import ConnectionTimeoutError, InvalidURL, RequestInfo, WSHandshakeTimeout
 from .._http._client import UpgradeResponse, open_connection, request_upgrade
 from .._http._headers import Headers
 from .._protocol._deflate import BoundedDeflate
+from .._protocol._handshake import new_key
 from ._options import ClientWSTimeout, Fingerprint
 from ._request import (
     BasicAuth,
@@ -221,7 +221,7 @@ class ClientSession:
         if o["auth"] is not None and url_auth is not None:
             raise ValueError("Cannot combine auth= with credentials in the URL")
         auth = o["auth"] or url_auth or self._auth
-        key = generate_nonce()
+        key = new_key()
         headers = request_headers(self._headers, target, key, auth, o)
         request_info = RequestInfo(target.url, "GET", headers, target.url)
         timeouts = Timeouts.of(o["timeout"], o["receive_timeout"])
