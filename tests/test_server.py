@@ -160,7 +160,7 @@ async def test_handler_exception_before_prepare_is_logged(caplog: pytest.LogCapt
         (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"426"),
         (
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            b"Sec-WebSocket-Version: 12\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             b"426",
         ),
         (
@@ -177,8 +177,8 @@ async def test_bad_requests_get_4xx_and_server_keeps_serving(
         # A declined upgrade keeps the connection (keep-alive): read one answer.
         answer = await raw_http(site.port, request_bytes, read_all=False)
         assert answer.split(b" ")[1] == status
-        if status == b"426" and b"Version: 8" in request_bytes:
-            assert b"Sec-WebSocket-Version: 13" in answer
+        if status == b"426" and b"Version: 12" in request_bytes:
+            assert b"Sec-WebSocket-Version: 13, 8, 7" in answer
         ok = await raw_http(
             site.port, b"GET /hello/z HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
@@ -416,3 +416,17 @@ async def test_interop_aiohttp_client() -> None:
             return asyncio.run(main())
 
         assert await trio.to_thread.run_sync(client) == ["chat", "from aiohttp", 70000, 1000]
+
+
+@pytest.mark.parametrize("version", [b"13", b"8", b"7"])
+async def test_the_versions_aiohttp_accepts_are_upgraded(version: bytes) -> None:
+    request = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: " + version + b"\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with trio.fail_after(10):
+        async with running() as site:
+            answer = await raw_http(site.port, request, read_all=False)
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in answer

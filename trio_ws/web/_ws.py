@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
-from wsproto.utilities import generate_accept_token
 
 from .._engine._websocket import DEFAULT_MAX_MSG_SIZE, WebSocketEngine
 from .._exceptions import ClientConnectionResetError
 from .._http._server import HTTPInputError
 from .._models import WebSocketReady, WSCloseCode
-from .._protocol._deflate import BoundedDeflate, server_accept
+from .._protocol._deflate import BoundedDeflate
+from .._protocol._handshake import RequestRefused, check_request
 from ._request import Request, upgrade_of
 from ._response import (
     HTTPBadRequest,
@@ -27,6 +25,18 @@ from ._response import (
 )
 
 __all__ = ["WebSocketResponse"]
+
+
+def _refusal(method: str, refused: RequestRefused) -> HTTPException:
+    """The HTTP error for a refused upgrade request."""
+    if refused.status == 405:
+        return HTTPMethodNotAllowed(method, ["GET"])
+    kinds: dict[int, type[HTTPException]] = {
+        426: HTTPUpgradeRequired,
+        403: HTTPForbidden,
+    }
+    kind = kinds.get(refused.status, HTTPBadRequest)
+    return kind(text=refused.message, headers=refused.headers or None)
 
 
 class WebSocketResponse(StreamResponse, WebSocketEngine):
@@ -145,58 +155,32 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
     def _handshake(
         self, request: Request
     ) -> tuple[list[tuple[str, str]], str | None, BoundedDeflate | None]:
-        headers = request.headers
-        if request.method != "GET":
-            raise HTTPMethodNotAllowed(request.method, ["GET"])
-        if "websocket" not in headers.tokens("Upgrade"):
-            raise HTTPUpgradeRequired(
-                text="This endpoint needs a WebSocket upgrade (Upgrade: websocket)",
-                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
-            )
-        if "upgrade" not in headers.tokens("Connection"):
-            raise HTTPBadRequest(text="No CONNECTION upgrade hdr")
-        version = headers.get("Sec-WebSocket-Version", "")
-        if version.strip() != "13":
-            raise HTTPUpgradeRequired(
-                text=f"Unsupported version: {version}",
-                headers={"Sec-WebSocket-Version": "13"},
-            )
-        if self._origins is not None:
-            origin = headers.get("Origin")
-            allowed = (
-                self._origins(origin)
-                if callable(self._origins)
-                else origin is not None and origin in self._origins
-            )
-            if not allowed:
-                raise HTTPForbidden(text=f"Origin not allowed: {origin}")
-        key = headers.get("Sec-WebSocket-Key", "").strip()
+        origins = self._origins
+        origin_allowed: Callable[[str | None], bool] | None
+        if origins is None:
+            origin_allowed = None
+        elif callable(origins):
+            origin_allowed = origins
+        else:
+            allowed = origins
+
+            def origin_allowed(origin: str | None) -> bool:
+                return origin is not None and origin in allowed
+
         try:
-            if len(base64.b64decode(key, validate=True)) != 16:
-                raise ValueError
-        except (binascii.Error, ValueError):
-            raise HTTPBadRequest(text=f"Handshake error: {key!r}") from None
-        protocol = None
-        # Subprotocol names are case-sensitive tokens (RFC 6455 section 4.1).
-        offers = [
-            t.strip() for v in headers.getall("Sec-WebSocket-Protocol", []) for t in v.split(",")
-        ]
-        protocol = next((o for o in offers if o in self._protocols), None)
-        response = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode()),
-        ]
-        if protocol is not None:
-            response.append(("Sec-WebSocket-Protocol", protocol))
-        deflate = None
-        if self._compress_enabled:
-            accepted = server_accept(
-                headers.getall("Sec-WebSocket-Extensions", []), max_size=self._max_msg_size
+            answer = check_request(
+                request.method,
+                request.headers,
+                protocols=self._protocols,
+                compress=self._compress_enabled,
+                max_size=self._max_msg_size,
+                origin_allowed=origin_allowed,
             )
-            if accepted is not None:
-                response.append(("Sec-WebSocket-Extensions", accepted[0]))
-                deflate = accepted[1]
+        except RequestRefused as exc:
+            raise _refusal(request.method, exc) from None
+        response = answer.headers
+        protocol = answer.protocol
+        deflate = answer.deflate
         response.extend(self.headers.items_all())
         return response, protocol, deflate
 
