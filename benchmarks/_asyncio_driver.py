@@ -161,6 +161,30 @@ async def _fanout(connect: Connect, url: str, p: Params) -> Outcome:
     return outcome("fanout", p, sum(counts), end - start)
 
 
+async def _ready_or_failed(
+    ready: asyncio.Event, tasks: list[asyncio.Future[None]], timeout: float
+) -> None:
+    """Wait until ``ready`` is set; raise the error of a task that failed first.
+
+    The members of ``idle`` only end early by failing (they wait for the release), and a
+    failed member never sets ``ready``: waiting on ``ready`` alone would hang the run
+    instead of failing it (trio's nursery does this by itself). Raises
+    ``asyncio.TimeoutError`` after ``timeout`` seconds.
+    """
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        done, _ = await asyncio.wait(
+            [waiter, *tasks], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        waiter.cancel()
+    if waiter in done:
+        return
+    for task in done:
+        task.result()  # a failed member: raise its error
+    raise asyncio.TimeoutError(f"connections not ready within {timeout} s")
+
+
 async def _idle(connect: Connect, url: str, scenario: str, p: Params) -> Outcome:
     """Open ``p.conns`` connections that each did one echo, and hold them open.
 
@@ -188,13 +212,13 @@ async def _idle(connect: Connect, url: str, scenario: str, p: Params) -> Outcome
 
     warm_ready = asyncio.Event()
     tasks = [asyncio.ensure_future(member([0], 1, warm_ready))]
-    await warm_ready.wait()
+    await _ready_or_failed(warm_ready, tasks, p.max_time)
     emit("PHASE base")
     await asyncio.to_thread(wait_for_harness)
     all_ready = asyncio.Event()
     counter = [0]
     tasks += [asyncio.ensure_future(member(counter, p.conns, all_ready)) for _ in range(p.conns)]
-    await asyncio.wait_for(all_ready.wait(), p.max_time)
+    await _ready_or_failed(all_ready, tasks, p.max_time)
     emit("PHASE loaded")
     await asyncio.to_thread(wait_for_harness)
     release.set()
