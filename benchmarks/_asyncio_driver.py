@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
+from typing import Any
 
 from benchmarks._common import (
     Outcome,
@@ -162,7 +164,7 @@ async def _fanout(connect: Connect, url: str, p: Params) -> Outcome:
 
 
 async def _ready_or_failed(
-    ready: asyncio.Event, tasks: list[asyncio.Future[None]], timeout: float
+    ready: asyncio.Event, tasks: Sequence[asyncio.Future[None]], timeout: float
 ) -> None:
     """Wait until ``ready`` is set; raise the error of a task that failed first.
 
@@ -171,11 +173,10 @@ async def _ready_or_failed(
     instead of failing it (trio's nursery does this by itself). Raises
     ``asyncio.TimeoutError`` after ``timeout`` seconds.
     """
-    waiter = asyncio.ensure_future(ready.wait())
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(ready.wait())
+    watched: list[asyncio.Future[Any]] = [waiter, *tasks]
     try:
-        done, _ = await asyncio.wait(
-            [waiter, *tasks], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
     if waiter in done:

@@ -208,7 +208,7 @@ def text_pool(size: int, n: int = 64, seed: int = 1) -> list[str]:
     words = ["alpha", "beta", "gamma", "delta", "price", "qty", "side", "buy", "sell", "ok"]
     pool = []
     for i in range(n):
-        items = []
+        items: list[str] = []
         length = 2
         while length < size:
             item = json.dumps(
