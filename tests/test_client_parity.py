@@ -676,3 +676,35 @@ async def test_unreachable_proxy_is_client_proxy_connection_error() -> None:
                     pass
     assert (info.value.host, info.value.port) == (HOST, proxy_port)
     assert info.value.errno == errno.ECONNREFUSED
+
+
+async def test_ws_connect_decode_text_false_gives_bytes() -> None:
+    from trio_ws import web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("héllo")
+        await ws.send_str('{"a": 1}')
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    got: list[object] = []
+
+    def loads(data: object) -> object:
+        got.append(data)
+        return {"parsed": True}
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            site = await nursery.start(web.serve, app, "127.0.0.1", 0)
+            async with trio_ws.ClientSession() as session:
+                async with session.ws_connect(
+                    f"ws://127.0.0.1:{site.port}/ws", decode_text=False
+                ) as ws:
+                    assert await ws.receive_str() == "héllo".encode()
+                    assert await ws.receive_json(loads=loads) == {"parsed": True}
+            nursery.cancel_scope.cancel()
+    assert got == [b'{"a": 1}']

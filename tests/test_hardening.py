@@ -607,7 +607,7 @@ async def test_malformed_request_is_400_and_server_keeps_serving(request_bytes: 
         (upgrade_request(drop=("Sec-WebSocket-Version",)), 426, ("sec-websocket-version", "13")),
         (
             upgrade_request(
-                drop=("Sec-WebSocket-Version",), extra=[("Sec-WebSocket-Version", "8")]
+                drop=("Sec-WebSocket-Version",), extra=[("Sec-WebSocket-Version", "12")]
             ),
             426,
             ("sec-websocket-version", "13"),
@@ -623,7 +623,7 @@ async def test_malformed_request_is_400_and_server_keeps_serving(request_bytes: 
         "no-upgrade-426",
         "upgrade-h2c-426",
         "no-version-426",
-        "version-8-426",
+        "version-12-426",
         "no-key-400",
         "key-not-base64-400",
         "key-15-bytes-400",

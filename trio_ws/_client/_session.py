@@ -135,6 +135,7 @@ class ClientSession:
         proxy_headers: Mapping[str, str] | None = None,
         max_queue: int | None = None,
         write_limit: int | None = None,
+        decode_text: bool = True,
     ) -> _WSConnect:
         """Open a WebSocket to ``url`` (``ws://``, ``wss://``).
 
@@ -164,7 +165,9 @@ class ClientSession:
         (9-15) to offer for permessage-deflate, 0 (the default, as aiohttp)
         offers none; ``notakeover`` also offers ``client_no_context_takeover``
         (``ws.client_notakeover`` tells whether it was agreed); ``proxy`` an
-        ``http://host:port`` proxy tunnelled with CONNECT, with ``proxy_auth``.
+        ``http://host:port`` proxy tunnelled with CONNECT, with ``proxy_auth``;
+        ``decode_text=False`` delivers TEXT data as UTF-8 ``bytes`` (still
+        validated), as aiohttp's option does.
 
         Raises, when awaited or entered: ``ValueError`` for ``compress``
         outside 9-15 (0 aside), for ``auth`` together with URL credentials or
@@ -209,6 +212,7 @@ class ClientSession:
             proxy_headers=proxy_headers,
             max_queue=max_queue,
             write_limit=write_limit,
+            decode_text=decode_text,
         )
         return _WSConnect(self, url, options)
 
@@ -270,6 +274,7 @@ class ClientSession:
                 autoping=o["autoping"],
                 heartbeat=o["heartbeat"],
                 max_msg_size=o["max_msg_size"],
+                decode_text=o["decode_text"],
                 **{k: o[k] for k in ("max_queue", "write_limit") if o[k] is not None},
             )
         except BaseException:
