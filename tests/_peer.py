@@ -59,27 +59,27 @@ class Peer:
 
 def start(ws: Any, nursery: trio.Nursery, stream: trio.abc.Stream, **kwargs: Any) -> None:
     """Start serving ``stream`` as an owner does once the handshake is done."""
-    ws._start(nursery, stream, **kwargs)
+    ws.start_in(nursery, stream, **kwargs)
 
 
 def setup(ws: Any, stream: trio.abc.Stream, **kwargs: Any) -> None:
     """The first half of ``start``: the API works, no task runs (the server's prepare())."""
-    ws._setup(stream, **kwargs)
+    ws.set_up(stream, **kwargs)
 
 
 def launch(ws: Any, nursery: trio.Nursery) -> None:
     """The second half of ``start``, once the handshake's last write is done."""
-    ws._launch(nursery)
+    ws.launch_in(nursery)
 
 
 def abandon(ws: Any, exc: BaseException | None) -> None:
     """The handshake failed between ``setup`` and ``launch``."""
-    ws._abandon(exc)
+    ws.abandon(exc)
 
 
 async def owner_exit(ws: Any, exc: BaseException | None) -> None:
     """End the connection as its owner's scope does when it exits with ``exc``."""
-    await ws._owner_exit(exc)
+    await ws.owner_exit(exc)
 
 
 async def finished(ws: Any) -> None:

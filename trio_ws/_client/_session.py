@@ -87,7 +87,7 @@ class ClientSession:
                 # Concurrently: N unanswered closes take one ``timeout``, not N.
                 async with trio.open_nursery() as nursery:
                     for ws in owned:
-                        nursery.start_soon(ws._owner_exit, exc)
+                        nursery.start_soon(ws.owner_exit, exc)
         finally:
             self._closed = True
             cm, self._nursery_cm, self._nursery = self._nursery_cm, None, None
@@ -326,7 +326,7 @@ class _Handshaken:
 
     def start(self, nursery: trio.Nursery) -> ClientWebSocketResponse:
         """Start the WebSocket's tasks in ``nursery``; they own the stream from here on."""
-        self.ws._start(
+        self.ws.start_in(
             nursery,
             self.stream,
             extensions=[self.deflate] if self.deflate is not None else None,
@@ -366,7 +366,7 @@ class _WSConnect:
                     yield ws
                 except BaseException as exc:
                     error = exc
-                await ws._owner_exit(error)
+                await ws.owner_exit(error)
         finally:
             if not started:
                 await handshaken.abort()

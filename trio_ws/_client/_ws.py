@@ -63,12 +63,16 @@ class ClientWebSocketResponse(WebSocketEngine):
         connection has ended on return. The block's exception propagates
         unchanged; this raises nothing of its own.
         """
-        await self._owner_exit(exc)
+        await self.owner_exit(exc)
 
-    async def _owner_exit(self, exc: BaseException | None) -> None:
+    async def owner_exit(self, exc: BaseException | None) -> None:
+        """As the engine's ``owner_exit``, with an infinite ``timeout`` bounded first.
+
+        :meta private:
+        """
         if self._timeout == math.inf:
             self._timeout = _EXIT_CLOSE_BOUND
-        await super()._owner_exit(exc)
+        await super().owner_exit(exc)
 
     def __repr__(self) -> str:
         return f"<ClientWebSocketResponse {'closed' if self.closed else 'open'}>"

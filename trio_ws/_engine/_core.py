@@ -41,8 +41,21 @@ task, or the ``receive()`` it handed the socket to (see ``_reader.py``), and
 the field also says whether that owner is waiting on it. Each wait on the
 file descriptor asserts ownership first. A ``receive()`` waiting on the
 socket can only be woken from another task by ``notify_closing``, which ends
-every wait on the descriptor, a write's included: while the writer writes,
-that wake is left to the writer (``_wake_after_write``).
+every wait on the descriptor, the writer's included: the writer takes that
+as a spurious wake-up and waits again (see ``_outbox.py``), so the wake
+never waits for a write.
+
+**A drop** (``_transition(ABORT, ..., drop=True)``: a close timeout, the
+caller's cancellation, an internal error) cancels every task of the
+connection even when the state is already ``CLOSED``: our CLOSE frame may
+still be queued behind a write the peer does not read. Our CLOSE is the
+last frame ever queued, so bytes still queued or being written once
+``CLOSED`` are, or end with, our CLOSE: if we give up on them (a drop, or
+the owner's cancellation) the handshake did not happen on the wire and
+``close_code`` becomes 1006, with the error in ``exception()``. This is the
+one change after ``CLOSED``: ``close_code`` tells what happened on the
+wire. A write that fails after the peer's CLOSE is different: the peer hung
+up, and the code in its CLOSE stands (RFC 6455 7.1.5).
 
 Never: change ``_state`` outside ``_transition``, or wait without checking
 the state after the wait.
@@ -151,6 +164,7 @@ class EngineCore:
         "_inbox",
         "_max_msg_size",
         "_max_queue",
+        "_out_size",
         "_protocol",
         "_reader_lot",
         "_receive_timeout",
@@ -159,7 +173,6 @@ class EngineCore:
         "_state",
         "_stream",
         "_timeout",
-        "_wake_after_write",
         "_write_limit",
         "_writer_lot",
         "_writing",
@@ -223,7 +236,9 @@ class EngineCore:
         # The writer is inside a write, or was cancelled in one (the stream
         # may then hold part of a frame: nothing more may be written).
         self._writing = False
-        self._wake_after_write = False
+        # Bytes queued for the writer plus those being written (the outbox
+        # keeps it; the transition reads it to tell whether our CLOSE is out).
+        self._out_size = 0
 
     # ------------------------------------------------------------ transitions
 
@@ -244,9 +259,13 @@ class EngineCore:
         (the first error wins), drops an unanswered close or error still
         queued, queues an ERROR message when ``report``, and with ``drop``
         cancels every task at once instead of letting the writer flush.
+        An ABORT once ``CLOSED`` changes nothing but what
+        :meth:`_abort_closed` says.
         """
         state = self._state
         if state is CLOSED:
+            if event is ABORT:
+                self._abort_closed(exc, drop)
             return False
         self._state = next_state(state, event)
         if event is ABORT:
@@ -260,8 +279,25 @@ class EngineCore:
                 self._scope.cancel()
         elif event is RECEIVE_CLOSE or state is OPEN:
             self._close_code = code
-        self._wake_all(drop)
+        self._wake_all()
         return True
+
+    def _abort_closed(self, exc: BaseException | None, drop: bool) -> None:
+        """An ABORT once ``CLOSED``: a drop still ends the tasks; an unsent CLOSE means 1006.
+
+        Nothing is queued after our CLOSE frame, so bytes still queued or
+        being written now are, or end with, it: the tasks are being (or were)
+        cancelled, so it will not reach the peer, and the close handshake did
+        not happen on the wire. Only a drop, or the final ABORT in ``_run``
+        after the writer was cancelled, comes here with bytes queued (a
+        failed write clears the queue first: see the module docstring).
+        """
+        if self._out_size:
+            self._close_code = WSCloseCode.ABNORMAL_CLOSURE
+            if exc is not None and self._exception is None:
+                self._exception = exc
+        if drop:
+            self._scope.cancel()
 
     def _on_lost(self, exc: BaseException | None) -> None:
         """The stream ended or broke (``exc``): over, unless the handshake was done."""
@@ -283,14 +319,11 @@ class EngineCore:
 
     # ----------------------------------------------------------------- waking
 
-    def _wake_all(self, drop: bool) -> None:
+    def _wake_all(self) -> None:
         """Wake every waiter; each checks the state and goes on or returns."""
         self._getter.unpark()
         if self._socket == RECEIVE_WAITS:
-            if self._writing and not drop:
-                self._wake_after_write = True
-            else:
-                self._wake_app()
+            self._wake_app()
         self._reader_lot.unpark()
         self._writer_lot.unpark()
         self._drain_lot.unpark_all()
@@ -300,7 +333,7 @@ class EngineCore:
 
         ``notify_closing`` ends every wait on the file descriptor with
         ``ClosedResourceError`` without closing it; receive() takes that as
-        a wake-up.
+        a wake-up, and a writer waiting to write waits again.
         """
         self._socket = RECEIVE
         if self._fd >= 0:

@@ -3,15 +3,20 @@
 Theory of operation
 -------------------
 Whoever opens the connection (``ws_connect``'s ``async with``, or the
-server's per-connection scope) calls :meth:`Lifecycle._start` with a nursery
-it owns (the server's ``prepare()`` calls its halves: ``_setup`` before the
-101 is written, so that other tasks may already send and close, their
-frames waiting in the outbox, then ``_launch``, or ``_abandon`` if the write
-fails). That starts one ``_run`` task holding, inside ``_scope``, the
-reader (in ``_run``'s own task: one task fewer per connection), the writer
-and the heartbeat. When the owner's scope ends it calls
-:meth:`Lifecycle._owner_exit`, which closes as the situation asks and
-returns only once every task has ended.
+server's per-connection scope) calls :meth:`Lifecycle.start_in` with a
+nursery it owns (the server's ``prepare()`` calls its halves: ``set_up``
+before the 101 is written, so that other tasks may already send and close,
+their frames waiting in the outbox, then ``launch_in``, or ``abandon`` if
+the write fails). That starts one ``_run`` task holding, inside ``_scope``,
+the reader (in ``_run``'s own task: one task fewer per connection), the
+writer and the heartbeat. When the owner's scope ends it calls
+:meth:`Lifecycle.owner_exit`, which closes as the situation asks and
+returns only once every task has ended, even when it is cancelled.
+
+These five methods are the engine's contract with the layers that own a
+connection (``_client``, ``web``, the tests' ``_peer``): internal, not part
+of the public API, but named without an underscore because other modules
+call them.
 
 Background tasks never raise into the owner's nursery: a failure is
 recorded through the state transition (``close_code``, ``exception()``, an
@@ -58,7 +63,7 @@ class Lifecycle(Inbox):
 
     __slots__ = ()
 
-    def _start(
+    def start_in(
         self,
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
@@ -67,11 +72,18 @@ class Lifecycle(Inbox):
         protocol: str | None = None,
         trailing_data: bytes = b"",
     ) -> None:
-        """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``."""
-        self._setup(stream, extensions=extensions, protocol=protocol)
-        self._launch(nursery, trailing_data)
+        """Begin serving ``stream`` (handshake already done) with tasks in ``nursery``.
 
-    def _setup(
+        Internal: the owner's side of the engine (see the module docstring).
+        ``trailing_data`` is what was read past the handshake. Raises
+        nothing.
+
+        :meta private:
+        """
+        self.set_up(stream, extensions=extensions, protocol=protocol)
+        self.launch_in(nursery, trailing_data)
+
+    def set_up(
         self,
         stream: trio.abc.Stream,
         *,
@@ -81,8 +93,11 @@ class Lifecycle(Inbox):
         """Make the API usable before the handshake's last write (no task, no I/O).
 
         From here ``send_*`` and ``close()`` queue their frames (nothing is
-        written before :meth:`_launch`) and ``receive()`` waits; the owner
-        then calls ``_launch``, or ``_abandon`` if the handshake fails.
+        written before :meth:`launch_in`) and ``receive()`` waits; the owner
+        then calls ``launch_in``, or ``abandon`` if the handshake fails.
+        Internal (see the module docstring); raises nothing.
+
+        :meta private:
         """
         self._stream = stream
         self._deflate = extensions[0] if extensions else None
@@ -91,8 +106,13 @@ class Lifecycle(Inbox):
         )
         self._protocol = protocol
 
-    def _launch(self, nursery: trio.Nursery, trailing_data: bytes = b"") -> None:
-        """Start the tasks after :meth:`_setup`, once the handshake is written."""
+    def launch_in(self, nursery: trio.Nursery, trailing_data: bytes = b"") -> None:
+        """Start the tasks in ``nursery`` after :meth:`set_up`, once the handshake is written.
+
+        Internal (see the module docstring); raises nothing.
+
+        :meta private:
+        """
         stream = self._stream
         assert stream is not None
         if POSIX and isinstance(stream, trio.SocketStream):
@@ -104,11 +124,14 @@ class Lifecycle(Inbox):
             self._on_data(trailing_data)
         nursery.start_soon(self._run)
 
-    def _abandon(self, exc: BaseException | None) -> None:
-        """The handshake failed after :meth:`_setup`: over (1006), nothing runs.
+    def abandon(self, exc: BaseException | None) -> None:
+        """The handshake failed after :meth:`set_up` (``exc``): over (1006), nothing runs.
 
         Wakes a ``close()`` waiting in another task. The stream stays the
-        owner's to close.
+        owner's to close. Internal (see the module docstring); raises
+        nothing.
+
+        :meta private:
         """
         self._out.clear()
         self._out_size = 0
@@ -171,7 +194,8 @@ class Lifecycle(Inbox):
 
         ``end_when_flushed``: end the connection (keeping ``close_code``) as
         soon as everything queued, our close frame included, is written,
-        unless the peer's answer came first.
+        unless the peer's answer came first. If cancelled, the connection
+        is dropped (1006) and ``Cancelled`` propagates.
         """
         try:
             with trio.move_on_after(self._timeout) as scope:
@@ -179,44 +203,53 @@ class Lifecycle(Inbox):
                     # The writer wakes the drain lot once its buffer is empty.
                     while self._out_size and self._state is CLOSE_SENT:
                         await self._drain_lot.park()
-                    self._transition(ABORT, self._close_code)
+                    if self._state is CLOSE_SENT:
+                        self._transition(ABORT, self._close_code)
                 await self._done.wait()
         except trio.Cancelled:
             self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, drop=True)
             raise
         if scope.cancelled_caught:
-            err = WSTimeoutError(f"No close frame received within {self._timeout} seconds")
-            self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err, drop=True)
+            if self._out_size:
+                text = f"Close frame not sent within {self._timeout} seconds"
+            else:
+                text = f"No close frame received within {self._timeout} seconds"
+            self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, WSTimeoutError(text), drop=True)
             with trio.CancelScope(shield=True):
                 await self._done.wait()
 
     # ------------------------------------------------------------ owner's exit
 
-    async def _owner_exit(self, exc: BaseException | None) -> None:
-        """Called by the owning scope when it ends: close as the situation asks.
+    async def owner_exit(self, exc: BaseException | None) -> None:
+        """End the connection because the scope that owns it ends with ``exc``.
 
-        Normal exit closes with 1000 (and waits for the handshake up to
-        ``timeout``); an exception from the owner's code closes with 1011;
-        cancellation sends 1001 GOING_AWAY best-effort within a short shielded
-        grace, then drops the connection. In every case the tasks are gone on
-        return.
+        Normal exit (``exc`` None) closes with 1000 and waits for the
+        handshake up to ``timeout`` (also when a close was already under
+        way); an exception from the owner's code closes with 1011, shielded
+        from cancellation, within the same bound; cancellation (or another
+        ``BaseException``) sends 1001 GOING_AWAY best-effort within a short
+        shielded grace, then drops the connection. Past ``timeout``, or if
+        this call is cancelled, the connection is dropped (1006). In every
+        case the tasks are gone on return, and ``Cancelled`` propagates if
+        this call was cancelled. Internal (see the module docstring).
+
+        :meta private:
         """
-        if not self._done.is_set():
+        try:
+            if self._done.is_set():
+                return
             if is_cancellation(exc) or (exc is not None and not isinstance(exc, Exception)):
                 await self._going_away()
             elif exc is not None:
-                await self._close_shielded(WSCloseCode.INTERNAL_ERROR)
-            else:
-                await self._close()
-            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                with trio.CancelScope(shield=True):
+                    if not await self._close(WSCloseCode.INTERNAL_ERROR):
+                        await self._wait_done()
+            elif not await self._close():
+                await self._wait_done()
+        finally:
+            self._scope.cancel()
+            with trio.CancelScope(shield=True):
                 await self._done.wait()
-        self._scope.cancel()
-        with trio.CancelScope(shield=True):
-            await self._done.wait()
-
-    async def _close_shielded(self, code: int, message: bytes = b"") -> None:
-        with trio.CancelScope(shield=True):
-            await self._close(code, message)
 
     async def _going_away(self) -> None:
         """End the tasks now; ``_run`` sends 1001 on the way out (still open)."""

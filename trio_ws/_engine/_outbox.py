@@ -27,11 +27,20 @@ deadlock): while the buffer is over ``write_limit``, only the latest ping
 is remembered, and answered once it drains (RFC 6455 5.5.3), so a ping
 flood cannot grow memory.
 
+**Waiting for room.** On a plain socket the writer waits for room itself
+(``wait_writable`` then ``os.write``) rather than in ``send_all``, because
+the engine wakes a ``receive()`` that waits on the same socket with
+``notify_closing``, which ends the writer's wait too: the writer waits
+again, where ``send_all`` would fail. So waking ``receive()`` never waits
+for a peer to read.
+
 **Ending.** The writer flushes what is queued and returns once the state is
 ``CLOSED``, then cancels the connection's scope (ending the reader and the
 heartbeat). A write that fails ends the connection as lost. A dropped
-connection (heartbeat, timeout) cancels the writer mid-write;
-``_writing`` then stays set, and nothing more is written on that stream.
+connection (heartbeat, timeout, cancelled ``close()``) cancels the
+writer mid-write, even once ``CLOSED`` (then, if our CLOSE frame was
+still unsent, ``close_code`` is 1006, see ``_core.py``); ``_writing`` then
+stays set, and nothing more is written on that stream.
 
 Never: write from two tasks at once, or wait in the reader for the buffer.
 """
@@ -51,7 +60,6 @@ from ._core import (
     CLOSE_RECEIVED,
     CLOSED,
     OPEN,
-    RECEIVE_WAITS,
     SEND_CLOSE,
     STREAM_ERRORS,
     EngineCore,
@@ -63,12 +71,11 @@ GOING_AWAY_GRACE: Final = 1.0  # at most this long to send 1001 when cancelled
 class Outbox(EngineCore):
     """The outgoing buffer and its single writer (see the module docstring)."""
 
-    __slots__ = ("_out", "_out_size", "_pending_pong", "_reply_credit")
+    __slots__ = ("_out", "_pending_pong", "_reply_credit")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._out: list[bytes | bytearray | memoryview] = []
-        self._out_size = 0  # queued plus in-flight bytes
         self._pending_pong: bytes | None = None
         self._reply_credit = False  # the next send may be written at once
 
@@ -168,6 +175,7 @@ class Outbox(EngineCore):
     async def _writer(self) -> None:
         stream = self._stream
         assert stream is not None
+        fd = self._fd
         while True:
             if not self._out:
                 if self._state is CLOSED:
@@ -181,19 +189,21 @@ class Outbox(EngineCore):
             try:
                 # A plain socket takes most writes whole: write without the
                 # yield that trio's send_all makes after an immediate send.
-                sent = try_write(self._fd, data)
+                sent = try_write(fd, data)
                 if sent < len(data):
-                    await stream.send_all(memoryview(data)[sent:] if sent else data)
+                    if fd >= 0:
+                        assert isinstance(stream, trio.SocketStream)
+                        await self._write_rest(stream.socket, fd, data, sent)
+                    else:
+                        await stream.send_all(data)
             except STREAM_ERRORS as exc:
+                # Cleared first: a peer that hangs up right after its CLOSE
+                # leaves its code standing (see _core._abort_closed).
                 self._out.clear()
                 self._out_size = 0
                 self._on_lost(exc)
                 break
             self._writing = False
-            if self._wake_after_write:
-                self._wake_after_write = False
-                if self._socket == RECEIVE_WAITS:
-                    self._wake_app()
             self._out_size -= len(data)
             if self._out_size <= self._write_limit // 4:
                 self._drain_lot.unpark_all()
@@ -203,6 +213,33 @@ class Outbox(EngineCore):
                     payload, self._pending_pong = self._pending_pong, None
                     self._answer_ping(driver, payload)
         self._scope.cancel()
+
+    async def _write_rest(
+        self,
+        sock: trio.socket.SocketType,
+        fd: int,
+        data: bytes | bytearray | memoryview,
+        sent: int,
+    ) -> None:
+        """Write ``data[sent:]`` to the plain socket ``fd``, waiting for room as it must.
+
+        As trio's ``send_all``, except that a wait ended by the engine's own
+        ``notify_closing`` (it wakes a ``receive()`` waiting on this socket
+        from another task, see ``_core.py``) waits again instead of failing:
+        that wake-up never has to wait for a write. Raises ``OSError`` when
+        the connection breaks, ``ClosedResourceError`` once the socket is
+        closed.
+        """
+        view = memoryview(data)[sent:]
+        while view:
+            try:
+                await trio.lowlevel.wait_writable(fd)
+            except trio.ClosedResourceError:
+                if self._fd != fd or sock.fileno() != fd:
+                    raise  # the socket is really closing
+                continue  # the wake-up was for a receive(), not for us
+            with contextlib.suppress(BlockingIOError):
+                view = view[os.write(fd, view) :]
 
     async def _send_going_away(self) -> None:
         """Best effort, shielded and bounded: flush what is queued, then CLOSE 1001.
@@ -230,8 +267,9 @@ class Outbox(EngineCore):
 def try_write(fd: int, data: bytes | bytearray | memoryview) -> int:
     """Write what a non-blocking socket takes now; 0 if it would block or broke.
 
-    A broken connection is left for ``send_all`` to report. ``fd`` -1 (not a
-    plain socket, or closed) writes nothing.
+    A broken connection is left for the write that waits (``_write_rest``
+    or ``send_all``) to report. ``fd`` -1 (not a plain socket, or closed)
+    writes nothing.
     """
     if fd < 0:
         return 0

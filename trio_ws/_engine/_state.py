@@ -14,7 +14,10 @@ A connection is in exactly one :class:`State` at a time, and only the three
 * ``CLOSED``: over. Either both CLOSE frames went (the handshake is done),
   or the connection ended without that (``ABORT``: lost, timed out,
   cancelled, a protocol error). ``CLOSED`` is final: a later event changes
-  nothing, so the first way the connection ended is the one reported.
+  nothing, so the first way the connection ended is the one reported
+  (except that the engine reports 1006 when it drops the connection with
+  our CLOSE frame, queued as the state became ``CLOSED``, still unsent:
+  see ``_core.py``).
 
 A peer's CLOSE counts as *received* when the engine acts on it: at once when
 nothing is queued before it, else when the application has taken the

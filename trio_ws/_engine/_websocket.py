@@ -15,11 +15,12 @@ writer (``_outbox.py``), reading and frame handling (``_reader.py``), the
 inbox as ``receive()`` sees it (``_inbox.py``), and the tasks' lifecycle
 with the heartbeat (``_lifecycle.py``).
 
-The contract with the owners (``_client`` and ``web``): ``_start(nursery,
-stream, ...)`` after the handshake (or its two halves, ``_setup`` before the
-handshake's last write and ``_launch`` after it, with ``_abandon`` if that
-write fails: the server's ``prepare()``), and ``_owner_exit(exc)`` when the
-owning scope ends; ``_done`` is set once every task has ended.
+The contract with the owners (``_client`` and ``web``): ``start_in(nursery,
+stream, ...)`` after the handshake (or its two halves, ``set_up`` before the
+handshake's last write and ``launch_in`` after it, with ``abandon`` if that
+write fails: the server's ``prepare()``), and ``owner_exit(exc)`` when the
+owning scope ends; ``_done`` is set once every task has ended. These are
+internal names (hidden from the API docs), documented in ``_lifecycle.py``.
 
 Checkpoints: every awaited call is a trio checkpoint (it can be cancelled
 and lets other tasks run), with two bounded fast paths that are cancel
@@ -51,9 +52,11 @@ from ._core import (
     DEFAULT_MAX_MSG_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_WRITE_LIMIT,
+    OPEN,
     READER,
     RECEIVE,
 )
+from ._extra_info import extra_info
 from ._lifecycle import Lifecycle
 from ._outbox import as_bytes
 
@@ -66,8 +69,6 @@ _FRAME_OPCODES = frozenset(
     int(t)
     for t in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG, WSMsgType.CLOSE)
 )
-_SOCKET_INFO = frozenset({"socket", "peername", "sockname"})
-_TLS_INFO = frozenset({"sslcontext", "ssl_object", "peercert", "cipher", "compression"})
 
 
 class WebSocketEngine(Lifecycle):
@@ -165,33 +166,7 @@ class WebSocketEngine(Lifecycle):
         stream = self._stream
         if stream is None or self._state is CLOSED:
             return default
-        tls: trio.SSLStream[Any] | None = None
-        while not isinstance(stream, trio.SocketStream):
-            if tls is None and isinstance(stream, trio.SSLStream):
-                tls = stream
-            stream = getattr(stream, "transport_stream", None)
-            if stream is None:
-                return default
-        try:
-            if name in _SOCKET_INFO:
-                sock = stream.socket
-                if name == "socket":
-                    return sock
-                return sock.getpeername() if name == "peername" else sock.getsockname()
-            if tls is None or name not in _TLS_INFO:
-                return default
-            if name == "sslcontext":
-                return tls.context
-            if name == "ssl_object":
-                # trio keeps the SSLObject private; its public methods are forwarded.
-                return getattr(tls, "_ssl_object", default)
-            if name == "peercert":
-                return tls.getpeercert()
-            if name == "cipher":
-                return tls.cipher()
-            return tls.compression()
-        except (OSError, trio.NeedHandshakeError):
-            return default
+        return extra_info(stream, name, default)
 
     # ------------------------------------------------------------------- send
 
@@ -338,10 +313,13 @@ class WebSocketEngine(Lifecycle):
         it was already closed (by an earlier ``close()``, the peer's close
         with ``autoclose``, an error or a lost connection). Messages sent
         before ``close()`` reach the peer before the close frame. Waits at most
-        ``timeout`` seconds for the peer's close frame; past that (or on a
-        write failure) ``close_code`` is 1006 and ``exception()`` tells why,
-        and it still returns ``True``. After it returns, ``close_code`` is the
-        peer's answer and every task of the connection has ended.
+        ``timeout`` seconds for our close frame to be written and the peer's
+        to arrive; past that (or on a write failure) the connection is
+        dropped, ``close_code`` is 1006 and ``exception()`` tells why
+        (:class:`~trio_ws.WSTimeoutError`, or the write's
+        :class:`~trio_ws.ClientConnectionResetError`), and it still returns
+        ``True``. After it returns, ``close_code`` is the peer's answer and
+        every task of the connection has ended.
 
         A ``receive()`` in progress in another task returns CLOSING, then
         CLOSED on later calls (as aiohttp); a ``receive()`` called while
@@ -350,9 +328,11 @@ class WebSocketEngine(Lifecycle):
         as our close frame is written, without waiting for the peer's answer
         (``close_code`` is then the code sent). With ``autoclose=False``,
         calling it after receiving the peer's CLOSE answers that close, and
-        ``close_code`` stays the peer's code. If cancelled, the connection
-        is dropped, ``close_code`` becomes 1006, and ``Cancelled``
-        propagates. Raises ``RuntimeError`` on a server response before
+        ``close_code`` stays the peer's code once that answer is written (a
+        peer that stops reading gets the timeout above: 1006). If
+        cancelled, the connection is dropped, ``close_code`` becomes 1006
+        (unless the close handshake was complete on the wire), and
+        ``Cancelled`` propagates. Raises ``RuntimeError`` on a server response before
         ``prepare()``.
         """
         return await self._close(code, message)
@@ -381,8 +361,11 @@ class WebSocketEngine(Lifecycle):
 
         ``timeout`` (or the ``receive_timeout`` given at creation; 0 or None
         means none) raises :class:`~trio_ws.WSTimeoutError`, a ``TimeoutError`` and
-        ``trio.TooSlowError``; the connection stays usable (the client also
-        sets ``close_code`` to 1006, as aiohttp). Cancelling ``receive()``
+        ``trio.TooSlowError``, while the connection is open; the connection
+        stays usable (the client also sets ``close_code`` to 1006, as
+        aiohttp). Once the connection is closing or over, the answer is
+        returned instead (CLOSED, say), even if the deadline passed, and
+        ``close_code`` is left alone. Cancelling ``receive()``
         loses no message. A second concurrent call raises ``RuntimeError``.
         """
         if self._receiving:
@@ -395,6 +378,11 @@ class WebSocketEngine(Lifecycle):
             if not limit:
                 return await self._next()
             with trio.move_on_after(limit):
+                return await self._next()
+            if self._state is not OPEN:
+                # The deadline fell on the checkpoint of an answer from a
+                # connection already over (or ending): that is the answer,
+                # not a timeout, and close_code stays what the end made it.
                 return await self._next()
             if self._client:
                 # aiohttp's client rule, the one close_code set outside a

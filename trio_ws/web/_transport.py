@@ -19,10 +19,9 @@ from typing import Any, Protocol
 
 import trio
 
-__all__ = ["Transport", "TransportSource"]
+from .._engine._extra_info import extra_info, stream_layers
 
-_SOCKET_INFO = frozenset({"peername", "sockname", "socket"})
-_TLS_INFO = frozenset({"sslcontext", "ssl_object", "peercert", "cipher"})
+__all__ = ["Transport", "TransportSource"]
 
 
 class TransportSource(Protocol):
@@ -71,36 +70,18 @@ class Transport:
         ``"sslcontext"`` (the ``ssl.SSLContext``), ``"ssl_object"`` (the
         ``ssl.SSLObject``), ``"peercert"`` (the client's certificate as
         ``ssl.SSLObject.getpeercert()`` returns it: ``None`` when it sent
-        none) and ``"cipher"`` (``(name, protocol, bits)``). Any other name,
-        a TLS name on a plain connection, and every name once the connection
-        has ended give ``default``. Raises nothing.
+        none), ``"cipher"`` (``(name, protocol, bits)``) and
+        ``"compression"``, answered as the WebSocket's ``get_extra_info``
+        answers them. Any other name, a TLS name on a plain connection, and
+        every name once the connection has ended give ``default``. Raises
+        nothing.
         """
         source = self._source
         if source.ended:
             return default
-        tls, sock_stream = _layers(source.stream)
-        try:
-            if name == "peername" and source.peername is not None:
-                return source.peername
-            if name in _SOCKET_INFO:
-                if sock_stream is None:
-                    return default
-                sock = sock_stream.socket
-                if name == "socket":
-                    return sock
-                return sock.getpeername() if name == "peername" else sock.getsockname()
-            if tls is None or name not in _TLS_INFO:
-                return default
-            if name == "sslcontext":
-                return tls.context
-            if name == "ssl_object":
-                # trio keeps the SSLObject private; its public methods are forwarded.
-                return getattr(tls, "_ssl_object", default)
-            if name == "peercert":
-                return tls.getpeercert()
-            return tls.cipher()
-        except (OSError, trio.NeedHandshakeError):
-            return default
+        if name == "peername" and source.peername is not None:
+            return source.peername
+        return extra_info(source.stream, name, default)
 
     def is_closing(self) -> bool:
         """True once :meth:`close` or :meth:`abort` was called, the client is gone, or the
@@ -129,7 +110,7 @@ class Transport:
         self._closing = True
         if self._source.ended:
             return
-        _, sock_stream = _layers(self._source.stream)
+        _, sock_stream = stream_layers(self._source.stream)
         if sock_stream is None:
             return
         sock = sock_stream.socket
@@ -143,17 +124,3 @@ class Transport:
     def __repr__(self) -> str:
         state = "closing" if self.is_closing() else "open"
         return f"<Transport {state} peer={self._source.peername!r}>"
-
-
-def _layers(
-    stream: trio.abc.Stream,
-) -> tuple[trio.SSLStream[Any] | None, trio.SocketStream | None]:
-    """The TLS layer (if any) and the socket stream under ``stream``."""
-    tls: trio.SSLStream[Any] | None = None
-    while not isinstance(stream, trio.SocketStream):
-        if isinstance(stream, trio.SSLStream):
-            tls = tls or stream
-            stream = stream.transport_stream
-        else:
-            return tls, None
-    return tls, stream

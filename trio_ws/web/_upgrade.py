@@ -41,7 +41,7 @@ class OwnedWebSocket(Protocol):
         """Start (or join) the close handshake; True if this call closed it."""
         ...
 
-    async def _owner_exit(self, exc: BaseException | None) -> None:
+    async def owner_exit(self, exc: BaseException | None) -> None:
         """End the WebSocket as its owner's scope ends (see :func:`owner_exit`)."""
         ...
 
@@ -88,8 +88,8 @@ async def owner_exit(websocket: OwnedWebSocket, exc: BaseException | None) -> No
     ``BaseException`` (1001 best-effort, then drop the connection). On return
     the WebSocket's tasks have ended. Raises nothing of its own.
 
-    The engine's side of this contract is ``WebSocketEngine._owner_exit``
+    The engine's side of this contract is ``WebSocketEngine.owner_exit``
     (``trio_ws/_engine/_lifecycle.py``); this function is the one name the
     server calls it by.
     """
-    await websocket._owner_exit(exc)
+    await websocket.owner_exit(exc)

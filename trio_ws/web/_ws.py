@@ -226,7 +226,7 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         # The API works before the 101 is written: the client may act as soon
         # as it has the 101, and so may another task of ours (close() from a
         # broadcaster); its frames queue until the tasks start below.
-        self._setup(
+        self.set_up(
             upgrade.stream,
             extensions=[deflate] if deflate is not None else None,
             protocol=protocol,
@@ -234,14 +234,14 @@ class WebSocketResponse(StreamResponse, WebSocketEngine):
         try:
             trailing = await upgrade.switch_protocols(headers)
         except BaseException as exc:
-            self._abandon(exc)
+            self.abandon(exc)
             if isinstance(exc, HTTPInputError):
                 raise HTTPBadRequest(text=f"Handshake error: {exc.reason}") from None
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
                 raise ClientConnectionResetError("Cannot write to closing transport") from exc
             raise
         self._prepared = True
-        self._launch(upgrade.adopt(self), trailing)
+        self.launch_in(upgrade.adopt(self), trailing)
         return WebSocketReady(True, protocol)
 
     def __hash__(self) -> int:
