@@ -107,3 +107,50 @@ async def test_aclose_sends_close_notify_and_closes_the_socket() -> None:
             assert await client.receive_some() == b""
             with pytest.raises(trio.ClosedResourceError):
                 await direct.send_all(b"x")
+
+
+async def test_wss_connections_use_it_on_both_sides_and_keep_their_tls_details() -> None:
+    from trio_ws import ClientSession, WSMsgType, web
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    kinds: list[str] = []
+    ciphers: list[object] = []
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        kinds.append(type(ws._stream).__name__)
+        ciphers.append(ws.get_extra_info("cipher"))
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    big = os.urandom(1 << 20)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            site = await nursery.start(
+                lambda task_status: web.serve(
+                    app, "127.0.0.1", 0, ssl_context=server_ctx, task_status=task_status
+                )
+            )
+            async with ClientSession() as session:
+                async with session.ws_connect(
+                    f"wss://127.0.0.1:{site.port}/ws", ssl=client_ctx
+                ) as ws:
+                    kinds.append(type(ws._stream).__name__)
+                    assert ws.get_extra_info("peercert") is not None
+                    for payload in (b"small", big, b"", b"x" * 70_000):
+                        await ws.send_bytes(payload)
+                        assert await ws.receive_bytes() == payload
+                    await ws.close()
+                    assert ws.close_code == 1000
+            nursery.cancel_scope.cancel()
+    assert kinds == ["DirectTLS", "DirectTLS"]
+    assert ciphers and ciphers[0] is not None

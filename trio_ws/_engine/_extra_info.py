@@ -20,6 +20,8 @@ from typing import Any, Final
 
 import trio
 
+from ._tls import DirectTLS
+
 __all__ = ["SOCKET_INFO", "TLS_INFO", "extra_info", "stream_layers"]
 
 #: Names answered from the socket.
@@ -35,8 +37,11 @@ def stream_layers(
     (or None when the stack does not end in a socket). Raises nothing."""
     tls: trio.SSLStream[Any] | None = None
     while not isinstance(stream, trio.SocketStream):
-        if tls is None and isinstance(stream, trio.SSLStream):
-            tls = stream
+        if tls is None:
+            if isinstance(stream, trio.SSLStream):
+                tls = stream
+            elif isinstance(stream, DirectTLS):
+                tls = stream.ssl_stream  # the SSLStream it took over
         inner = getattr(stream, "transport_stream", None)
         if not isinstance(inner, trio.abc.Stream):
             return tls, None

@@ -56,6 +56,7 @@ from ._core import (
     logger,
 )
 from ._inbox import Inbox
+from ._tls import DirectTLS
 
 
 class Lifecycle(Inbox):
@@ -118,6 +119,12 @@ class Lifecycle(Inbox):
         if POSIX and isinstance(stream, trio.SocketStream):
             # os.read/os.write take a socket's descriptor on POSIX only.
             self._fd = stream.socket.fileno()
+        elif isinstance(stream, trio.SSLStream):
+            # TLS without SSLStream's per-call costs (see _tls.py); None
+            # (keep SSLStream) when it cannot be taken over.
+            direct = DirectTLS.take_over(stream)
+            if direct is not None:
+                self._stream = direct
         self._last_rx = trio.current_time()
         self._reply_credit = True  # the first send after the handshake
         if trailing_data:
