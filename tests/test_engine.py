@@ -234,8 +234,9 @@ async def test_receive_in_progress_when_close_begins_returns_closing_then_closed
 ) -> None:
     """As aiohttp: the receive() that waits when close() begins gets CLOSING, later ones CLOSED.
 
-    The server then ends the connection at once, without waiting for the
-    peer's answer (close_code is the code it sent); the client waits for it.
+    The server then ends the connection once its CLOSE is written, without
+    waiting for the peer's answer (close_code is the code it sent; it reads
+    on until the peer hangs up, a bounded linger); the client waits for it.
     """
     async with ws_pair(role, timeout=10.0) as (ws, peer, nursery):
         got: list[WSMessage] = []
@@ -257,9 +258,12 @@ async def test_receive_in_progress_when_close_begins_returns_closing_then_closed
         await trio.testing.wait_all_tasks_blocked()
         assert got == [WSMessage(WSMsgType.CLOSING, None, None)]
         if role == "server":
+            # Our CLOSE, then end of stream; the server reads on until the
+            # peer's answer or hang-up (nothing it sent is lost to a reset).
+            assert await peer.next_event() is None
+            await peer.stream.aclose()
             with trio.fail_after(1):
                 await _peer.finished(ws)
-            assert await peer.next_event() is None  # the connection is gone
         else:
             assert not _peer.is_finished(ws)  # the client waits for the answer
             await peer.send(CloseConnection(code=4000))

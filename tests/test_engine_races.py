@@ -16,11 +16,17 @@ and a message larger than the kernel's buffers over a socket.
   over returns the answer (CLOSED), and leaves ``close_code`` alone.
 * F4: the owner's exit, cancelled while it waits for the peer's close,
   still returns only once every task of the connection has ended.
+* Nothing lost on the server's early close: a server ``close()`` with a
+  ``receive()`` in progress ends the connection once its CLOSE is written;
+  the stream must not be closed under a client that has not read what the
+  server sent yet (a reset would discard it), so every message still
+  reaches a client that keeps reading, then the CLOSE.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +37,7 @@ import trio.testing
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
+import trio_ws
 from trio_ws import WSCloseCode, WSMessage, WSMsgType, WSTimeoutError, web
 from trio_ws._models import WS_CLOSED_MESSAGE as WS_CLOSED
 from trio_ws.testing import open_test_server
@@ -377,6 +384,87 @@ async def test_owner_exit_cancelled_on_an_error_ends_every_task(role: str) -> No
         assert _peer.is_finished(ws)
         assert ws.close_code == WSCloseCode.ABNORMAL_CLOSURE
         assert isinstance(ws.exception(), WSTimeoutError)
+
+
+# ------------------------------------------------- early server close loses nothing
+
+
+async def tcp_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two ends of a TCP connection over 127.0.0.1 (a reset is TCP's)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listener.accept()
+    return client, server
+
+
+async def socketpair_streams() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two ends of a Unix socket pair (client end first)."""
+    return _peer.socket_stream_pair()
+
+
+#: Larger than the client's first read and its parsing: the client's reader,
+#: paused by max_queue=1 after one message, leaves the rest in the kernel.
+EARLY_CLOSE_MESSAGES = [bytes([i]) * 30_000 for i in range(4)]
+
+
+@pytest.mark.parametrize("pair", [tcp_stream_pair, socketpair_streams], ids=["tcp", "socketpair"])
+async def test_early_server_close_loses_nothing_the_client_has_not_read(
+    pair: Callable[[], Awaitable[tuple[trio.SocketStream, trio.SocketStream]]],
+) -> None:
+    """The server's close() with a receive() in progress: the client still reads everything.
+
+    The client's reader is paused (max_queue=1) with the server's messages
+    unread in its kernel buffer, and the client sends once the server's
+    close() has begun. Closing the server's socket at once made its kernel
+    answer the first send with a reset (TCP) and the next write fail (at
+    once on a socket pair): the client then lost the unread messages and
+    saw 1006.
+    """
+    with trio.fail_after(10):
+        client_stream, server_stream = await pair()
+        client = _peer.make_ws("client", max_queue=1)
+        server = _peer.make_ws("server", timeout=10.0)
+        async with trio.open_nursery() as nursery:
+            _peer.start(client, nursery, client_stream)
+            _peer.start(server, nursery, server_stream)
+            for data in EARLY_CLOSE_MESSAGES:
+                await server.send_bytes(data)
+            await trio.testing.wait_all_tasks_blocked()  # the client's reader is paused
+            assert client._reader_paused
+            server_got: list[WSMsgType] = []
+            close_returned = trio.Event()
+
+            async def server_receiver() -> None:
+                server_got.append((await server.receive()).type)
+                server_got.append((await server.receive()).type)
+
+            async def server_closer() -> None:
+                assert await server.close() is True
+                close_returned.set()
+
+            nursery.start_soon(server_receiver)
+            await trio.testing.wait_all_tasks_blocked()  # receive() waits
+            start = trio.current_time()
+            nursery.start_soon(server_closer)
+            await trio.testing.wait_all_tasks_blocked()  # the server's CLOSE is written
+            assert server_got == [WSMsgType.CLOSING, WSMsgType.CLOSED]
+            for text in ("late", "later"):  # discarded by the server, never a reset
+                with contextlib.suppress(trio_ws.ClientConnectionResetError):
+                    await client.send_str(text)
+                await trio.testing.wait_all_tasks_blocked()
+            got = [await client.receive() for _ in EARLY_CLOSE_MESSAGES]
+            assert [msg.data for msg in got] == EARLY_CLOSE_MESSAGES
+            assert await client.receive() == WSMessage(WSMsgType.CLOSE, WSCloseCode.OK, "")
+            await close_returned.wait()
+            assert trio.current_time() - start < 2.0  # the client's answer ended the wait
+            await _peer.finished(client)
+            await _peer.finished(server)
+        assert client.close_code == WSCloseCode.OK
+        assert client.exception() is None
+        assert server.close_code == WSCloseCode.OK
+        assert server.exception() is None
 
 
 @pytest.fixture(params=["memory", "socket"])

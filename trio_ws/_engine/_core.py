@@ -48,7 +48,8 @@ never waits for a write.
 **A drop** (``_transition(ABORT, ..., drop=True)``: a close timeout, the
 caller's cancellation, an internal error) cancels every task of the
 connection even when the state is already ``CLOSED``: our CLOSE frame may
-still be queued behind a write the peer does not read. Our CLOSE is the
+still be queued behind a write the peer does not read (it also ends the
+linger after the server's early close, see ``_lifecycle.py``). Our CLOSE is the
 last frame ever queued, so bytes still queued or being written once
 ``CLOSED`` are, or end with, our CLOSE: if we give up on them (a drop, or
 the owner's cancellation) the handshake did not happen on the wire and
@@ -162,6 +163,7 @@ class EngineCore:
         "_getter",
         "_heartbeat",
         "_inbox",
+        "_linger",
         "_max_msg_size",
         "_max_queue",
         "_out_size",
@@ -239,6 +241,10 @@ class EngineCore:
         # Bytes queued for the writer plus those being written (the outbox
         # keeps it; the transition reads it to tell whether our CLOSE is out).
         self._out_size = 0
+        # Set when the connection ended right after our CLOSE was written
+        # (the server's early close): _run then lingers on the input under
+        # this scope before closing the stream (see _lifecycle.py).
+        self._linger: trio.CancelScope | None = None
 
     # ------------------------------------------------------------ transitions
 
@@ -298,6 +304,8 @@ class EngineCore:
                 self._exception = exc
         if drop:
             self._scope.cancel()
+            if self._linger is not None:
+                self._linger.cancel()  # stop waiting for the peer to hang up
 
     def _on_lost(self, exc: BaseException | None) -> None:
         """The stream ended or broke (``exc``): over, unless the handshake was done."""

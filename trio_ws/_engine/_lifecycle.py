@@ -25,6 +25,18 @@ ERROR message) and the task returns. When ``_run`` ends, the connection is
 first if it ended while still open (the owner was cancelled), the stream
 is closed and ``_done`` is set; nothing outlives it.
 
+**The server's early close.** A server ``close()`` with a ``receive()`` in
+progress ends the connection once its CLOSE is written (aiohttp). Closing
+the stream right then would lose data: input the peer sent that we have not
+read (or that arrives next) makes the kernel reset the connection, and the
+peer's kernel discards what we sent that it had not read yet. So ``_run``
+first *lingers* (``_linger_input``): it half-closes the stream (a plain
+socket; a TLS stream is kept as it is), then reads and discards input until
+the peer's CLOSE, end of stream, or ``LINGER_MAX`` (2 s, at most
+``timeout``), and only then closes. ``close()`` returns after that: at once
+with a peer that keeps reading (it answers or hangs up), after 2 s at worst
+with one that does not. A drop or the owner's cancellation cuts it short.
+
 The **heartbeat** (when ``heartbeat`` is set) runs while the connection is
 ``OPEN``: it pings after ``heartbeat`` seconds without input and ends the
 connection with 1006 when nothing arrives within ``heartbeat / 2`` seconds
@@ -38,11 +50,17 @@ takes the close): left unanswered that long, the connection ends with 1006.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import trio
 
-from .._exceptions import ClientConnectionResetError, ServerTimeoutError, WSTimeoutError
-from .._models import WSCloseCode
+from .._exceptions import (
+    ClientConnectionResetError,
+    ServerTimeoutError,
+    WebSocketError,
+    WSTimeoutError,
+)
+from .._models import WSCloseCode, WSMessage, WSMsgType
 from .._protocol._deflate import BoundedDeflate
 from .._protocol._driver import FrameDriver
 from ._core import (
@@ -52,11 +70,17 @@ from ._core import (
     OPEN,
     POSIX,
     SEND_CLOSE,
+    STREAM_ERRORS,
     is_cancellation,
     logger,
 )
 from ._inbox import Inbox
+from ._reader import READ_SIZE
 from ._tls import DirectTLS
+
+# After the server's early close, the most time spent reading (and
+# discarding) input before closing the stream (and at most ``timeout``).
+LINGER_MAX: Final = 2.0
 
 
 class Lifecycle(Inbox):
@@ -160,6 +184,7 @@ class Lifecycle(Inbox):
             try:
                 # Still open: the owner cancelled us. Tell the peer we are going away.
                 await self._send_going_away()
+                await self._linger_input()
             finally:
                 self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE)
                 self._fd = -1
@@ -169,6 +194,42 @@ class Lifecycle(Inbox):
                 finally:
                     # Set even when an outer cancellation interrupts the close.
                     self._done.set()
+
+    async def _linger_input(self) -> None:
+        """After the server's early close, let our frames reach the peer before closing.
+
+        The connection ended as soon as our CLOSE was written (see
+        ``_close``), but the peer may not have read what we sent yet, and
+        its messages may still be arriving: closing a socket with unread
+        input makes the kernel reset the connection, and the peer's kernel
+        then discards what it had not read (its writes fail too). So:
+        half-close a stream that can (a plain socket: the peer reads
+        everything, our CLOSE, then end of stream; a TLS stream is kept as
+        it is), then read and discard input until the peer's CLOSE, end of
+        stream, an error, or ``LINGER_MAX`` (at most ``timeout``). A drop
+        (``close()`` cancelled or timed out) or the owner's cancellation
+        ends it early. Raises only ``Cancelled``.
+        """
+        scope = self._linger
+        stream = self._stream
+        driver = self._driver
+        if scope is None or self._writing or self._out_size or stream is None or driver is None:
+            return
+        scope.deadline = trio.current_time() + min(self._timeout, LINGER_MAX)
+        with scope:
+            try:
+                if isinstance(stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()  # a plain socket: shutdown(SHUT_WR)
+                while True:
+                    data = await stream.receive_some(READ_SIZE)
+                    if not data:
+                        return  # the peer hung up
+                    out: list[WSMessage] = []
+                    driver.feed(data, out)
+                    if any(msg.type is WSMsgType.CLOSE for msg in out):
+                        return  # the peer's answer: nothing more is due
+            except (*STREAM_ERRORS, WebSocketError):
+                return
 
     async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run a background task; record an unexpected error instead of raising it."""
@@ -211,6 +272,8 @@ class Lifecycle(Inbox):
                     while self._out_size and self._state is CLOSE_SENT:
                         await self._drain_lot.park()
                     if self._state is CLOSE_SENT:
+                        # _run closes the stream after _linger_input.
+                        self._linger = trio.CancelScope()
                         self._transition(ABORT, self._close_code)
                 await self._done.wait()
         except trio.Cancelled:
