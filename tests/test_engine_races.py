@@ -39,6 +39,7 @@ from wsproto.events import CloseConnection, TextMessage
 
 import trio_ws
 from trio_ws import WSCloseCode, WSMessage, WSMsgType, WSTimeoutError, web
+from trio_ws._engine._lifecycle import LINGER_MAX
 from trio_ws._models import WS_CLOSED_MESSAGE as WS_CLOSED
 from trio_ws.testing import open_test_server
 
@@ -465,6 +466,40 @@ async def test_early_server_close_loses_nothing_the_client_has_not_read(
         assert client.exception() is None
         assert server.close_code == WSCloseCode.OK
         assert server.exception() is None
+
+
+@pytest.mark.usefixtures("over_both")
+@pytest.mark.parametrize("cancel", [False, True], ids=["bounded", "cancelled"])
+async def test_early_server_close_lingers_at_most_its_bound(
+    cancel: bool, autojump_clock: trio.abc.Clock
+) -> None:
+    """A client that never answers nor hangs up: close() returns after LINGER_MAX.
+
+    The connection ended when the CLOSE was written, so the code stays the
+    one sent, also when cancelling close() cuts the linger short.
+    """
+    async with ws_pair("server", timeout=10.0) as (ws, peer, nursery):
+        got: list[WSMsgType] = []
+
+        async def receiver() -> None:
+            got.append((await ws.receive()).type)
+
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with trio.fail_after(60), trio.move_on_after(0.5 if cancel else 60):
+            assert await ws.close(code=4000) is True
+        took = trio.current_time() - start
+        assert got == [WSMsgType.CLOSING]
+        await trio.testing.wait_all_tasks_blocked()  # a cancelled close() does not wait
+        assert _peer.is_finished(ws)
+        assert trio.current_time() - start == took
+        assert took == pytest.approx(0.5 if cancel else LINGER_MAX)
+        assert ws.close_code == 4000  # our CLOSE went out: the code stays
+        assert ws.exception() is None
+        event = await peer.next_event()  # what the client reads later: all of it
+        assert isinstance(event, CloseConnection) and event.code == 4000
+        assert await peer.next_event() is None
 
 
 @pytest.fixture(params=["memory", "socket"])
