@@ -28,12 +28,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
@@ -400,6 +402,22 @@ async def tcp_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     return client, server
 
 
+async def tls_stream_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """Two handshaken TLS streams over 127.0.0.1 (the engine drives them with DirectTLS)."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    tcp_client, tcp_server = await tcp_stream_pair()
+    client = trio.SSLStream(tcp_client, client_ctx, server_hostname="127.0.0.1")
+    server = trio.SSLStream(tcp_server, server_ctx, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
 async def socketpair_streams() -> tuple[trio.SocketStream, trio.SocketStream]:
     """Two ends of a Unix socket pair (client end first)."""
     return _peer.socket_stream_pair()
@@ -410,9 +428,11 @@ async def socketpair_streams() -> tuple[trio.SocketStream, trio.SocketStream]:
 EARLY_CLOSE_MESSAGES = [bytes([i]) * 30_000 for i in range(4)]
 
 
-@pytest.mark.parametrize("pair", [tcp_stream_pair, socketpair_streams], ids=["tcp", "socketpair"])
+@pytest.mark.parametrize(
+    "pair", [tcp_stream_pair, socketpair_streams, tls_stream_pair], ids=["tcp", "socketpair", "tls"]
+)
 async def test_early_server_close_loses_nothing_the_client_has_not_read(
-    pair: Callable[[], Awaitable[tuple[trio.SocketStream, trio.SocketStream]]],
+    pair: Callable[[], Awaitable[tuple[trio.abc.Stream, trio.abc.Stream]]],
 ) -> None:
     """The server's close() with a receive() in progress: the client still reads everything.
 
