@@ -288,6 +288,32 @@ class BoundedDeflate:
             raise WebSocketError(1009, f"Message size exceeds limit {self.max_size}")
         return out
 
+    def inflate_message(self, payload: bytes) -> bytes:
+        """Inflate a whole compressed message that arrived in one frame.
+
+        The same as :meth:`inflate` then :meth:`end_message`, in one zlib call
+        on ``payload`` with the ``00 00 ff ff`` tail appended (one output
+        buffer, no concatenation). Still asks zlib for at most ``max_size + 1``
+        bytes, so a "zip bomb" is refused without being inflated whole.
+        Raises as :meth:`inflate`.
+        """
+        inflater = self._inflater
+        if inflater is None:
+            inflater = self._inflater = zlib.decompressobj(-self.remote_bits)
+        max_size = self.max_size
+        try:
+            if max_size:
+                out = inflater.decompress(payload + _TAIL, max_size + 1)
+            else:
+                out = inflater.decompress(payload + _TAIL)
+        except zlib.error as exc:
+            raise WebSocketError(1007, f"Invalid compressed data: {exc}") from None
+        if max_size and len(out) > max_size:
+            raise WebSocketError(1009, f"Message size exceeds limit {max_size}")
+        if self.remote_no_context_takeover or inflater.eof:
+            self._inflater = None
+        return out
+
     def end_message(self) -> bytes:
         """Finish the compressed message whose frames were all inflated; its last bytes.
 
@@ -304,7 +330,7 @@ class BoundedDeflate:
 
     # ----------------------------------------------------------- outbound
 
-    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview) -> bytearray:
         """The compressed payload for one whole message (tail removed)."""
         deflater = self._deflater
         if deflater is None:
@@ -319,10 +345,15 @@ class BoundedDeflate:
         # A full flush forgets the context (no back-references into earlier
         # messages) while keeping the compressor's memory.
         flush = zlib.Z_FULL_FLUSH if self.local_no_context_takeover else zlib.Z_SYNC_FLUSH
-        out = deflater.compress(data) + deflater.flush(flush)
+        # One output object: the flush (which holds most of the output at
+        # level 1) is appended to in place and the tail is cut off the end of
+        # the same buffer, without the two copies of ``(a + b)[:-4]``.
+        out = bytearray(deflater.compress(data))
+        out += deflater.flush(flush)
+        # zlib ends every sync or full flush with the empty stored block.
         if out.endswith(_TAIL):
-            return out[:-4]
-        return out  # pragma: no cover - zlib always ends a flush with the tail
+            del out[-4:]
+        return out
 
 
 _TAIL = b"\x00\x00\xff\xff"

@@ -280,8 +280,10 @@ class FrameDriver:
                 payload = _payload(view, start, stop, masked)
                 pos = stop
                 if compressed:
+                    # One bounded zlib call for the payload and its tail
+                    # (1009 past the inflater's max_size, 1007 when invalid).
                     assert deflate is not None
-                    payload = deflate.inflate(payload) + deflate.end_message()
+                    payload = deflate.inflate_message(payload)
                     if max_size and len(payload) > max_size:
                         raise WebSocketError(_TOO_BIG, f"Message size exceeds limit {max_size}")
                 if opcode == 0x1:
