@@ -390,7 +390,10 @@ class FrameDriver:
                 header = _pack_medium(first, 0xFE, n)
             else:
                 header = _pack_large(first, 0xFF, n)
-            key = os.urandom(4)
+            try:
+                key = _mask_keys.pop()
+            except IndexError:
+                key = _refill_mask_keys()
             return masked_frame(header, key, payload)
         if n < 126:
             return _pack_small(first, n) + payload
@@ -398,6 +401,24 @@ class FrameDriver:
             return _pack_medium(first, 126, n) + payload
         return _pack_large(first, 127, n) + payload
 
+
+# Masking keys (RFC 6455 section 5.3: unpredictable, from a strong source):
+# os.urandom output taken 256 keys per system call instead of one call per
+# client frame. ``list.pop`` is atomic, so no key is handed out twice even to
+# drivers in different threads; a forked child starts with no keys of its own
+# parent's.
+_mask_keys: list[bytes] = []
+_KEYS_PER_REFILL = 256
+
+
+def _refill_mask_keys() -> bytes:
+    """Refill the shared pool of masking keys from os.urandom; one new key."""
+    fresh = os.urandom(4 * _KEYS_PER_REFILL)
+    _mask_keys.extend([fresh[i : i + 4] for i in range(4, len(fresh), 4)])
+    return fresh[:4]
+
+
+os.register_at_fork(after_in_child=_mask_keys.clear)
 
 _pack_small = struct.Struct("!BB").pack
 _pack_medium = struct.Struct("!BBH").pack
