@@ -28,7 +28,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -528,3 +531,75 @@ def over_both(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if request.param == "socket":
         monkeypatch.setattr(_peer, "default_stream_pair", _peer.socket_stream_pair)
     return str(request.param)
+
+
+# -------------------------------------- heartbeat after a stall of this process
+
+
+def _slow_pong_client(port: int, delay: float, done: threading.Event) -> None:
+    """A raw WebSocket client (thread) that answers each PING after ``delay`` seconds."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(4096)
+        buf = buf.split(b"\r\n\r\n", 1)[1]
+        sock.settimeout(0.05)
+        while not done.is_set():
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7F):
+                opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+                payload, buf = buf[2 : 2 + length], buf[2 + length :]
+                if opcode == 0x9:
+                    time.sleep(delay)
+                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                elif opcode == 0x8:
+                    return
+    finally:
+        sock.close()
+
+
+async def test_heartbeat_reads_a_pong_that_arrived_while_this_process_stalled() -> None:
+    """The pong came in while the loop was blocked; the late timer must not win the race.
+
+    Heartbeat 0.2 s: the PING goes at 0.2 s, the peer answers 20 ms later, while the
+    handler blocks the whole trio run from 0.21 s to 0.41 s. When the run resumes, the
+    timer (due at 0.3 s) and the pong wake together: the pong must be read first.
+    """
+    from trio_ws import web
+
+    outcomes: list[tuple[int | None, object]] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=0.2)
+        await ws.prepare(request)
+        await trio.sleep(0.21)
+        time.sleep(0.2)  # noqa: ASYNC251 - a stall of the whole process (a CPU-bound step)
+        await trio.sleep(0.05)
+        outcomes.append((ws.close_code, ws.exception()))
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            site = await nursery.start(web.serve, app, "127.0.0.1", 0)
+            for _ in range(8):  # the race goes either way by chance without the fix
+                done = threading.Event()
+                try:
+                    await trio.to_thread.run_sync(_slow_pong_client, site.port, 0.02, done)
+                finally:
+                    done.set()
+            nursery.cancel_scope.cancel()
+    assert outcomes == [(None, None)] * 8

@@ -252,6 +252,11 @@ class Lifecycle(Inbox):
             self._write(driver.encode_ping(b""))
             await trio.sleep(interval / 2)
             if self._last_rx < sent_at and self._state is OPEN and not self._reader_paused:
+                # After a stall of this process the timer and the pong's
+                # arrival can wake in the same scheduling batch: let the task
+                # reading the socket run first, then look again.
+                await trio.lowlevel.checkpoint()
+            if self._last_rx < sent_at and self._state is OPEN and not self._reader_paused:
                 text = f"No PONG received after {interval / 2} seconds"
                 err = ServerTimeoutError(text) if self._client else WSTimeoutError(text)
                 self._transition(ABORT, WSCloseCode.ABNORMAL_CLOSURE, err, drop=True, report=True)
