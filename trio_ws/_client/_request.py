@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .._exceptions import InvalidURL, RequestInfo, WSHandshakeError, WSServerHandshakeError
 from .._http._client import UpgradeResponse, host_header
-from .._http._headers import Headers, OutgoingHeaders
+from .._http._headers import Headers, OutgoingHeaders, check_header
 from .._protocol._deflate import BoundedDeflate, client_offer
 from .._protocol._handshake import ResponseRejected, check_response
 from ._options import ClientWSTimeout, Fingerprint
@@ -180,42 +180,65 @@ def request_headers(
     auth: BasicAuth | None,
     o: dict[str, Any],
 ) -> OutgoingHeaders:
-    """The handshake's headers, merged as aiohttp merges them."""
-    call = OutgoingHeaders(o["headers"] or {})
-    if auth is not None and "Authorization" in call:
+    """The handshake's headers, merged as aiohttp merges them.
+
+    Raises ``ValueError`` (naming the header) or ``TypeError`` for a header
+    that cannot be sent, see :func:`~trio_ws._http._headers.check_header`,
+    and ``ValueError`` for ``Authorization`` together with ``auth``.
+    """
+    # Each pair is checked once, where it comes in: the caller's headers
+    # here, the session's, the options and the URL's host below.
+    call = OutgoingHeaders(o["headers"] or {}).items_all()
+    names = {k.lower() for k, _ in call}
+    if auth is not None and "authorization" in names:
         raise ValueError(
             "Cannot combine an Authorization header with auth= or credentials in the URL"
         )
     # The caller's Upgrade, Connection and Sec-WebSocket-Version win...
-    for name, value in (
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-    ):
-        if name not in call:
-            call.add(name, value)
+    for name, value in _DEFAULTS:
+        if name.lower() not in names:
+            call.append((name, value))
+            names.add(name.lower())
     # ...while the key is always ours, and the options replace their header.
-    call["Sec-WebSocket-Key"] = key.decode()
+    ours = [("Sec-WebSocket-Key", key.decode())]
     if o["protocols"]:
-        call["Sec-WebSocket-Protocol"] = ", ".join(o["protocols"])
+        ours.append(_checked("Sec-WebSocket-Protocol", ", ".join(o["protocols"])))
     if o["origin"] is not None:
-        call["Origin"] = o["origin"]
+        ours.append(_checked("Origin", o["origin"]))
     if o["compress"]:
-        call["Sec-WebSocket-Extensions"] = client_offer(o["compress"], notakeover=o["notakeover"])
+        ours.append(
+            ("Sec-WebSocket-Extensions", client_offer(o["compress"], notakeover=o["notakeover"]))
+        )
+    replaced = {k.lower() for k, _ in ours}
+    call = [(k, v) for k, v in call if k.lower() not in replaced]
+    call.extend(ours)
+    names |= replaced
     # A header given to ws_connect replaces the session's header of that name.
-    req = OutgoingHeaders()
-    req.add("Host", call.get("Host", target.authority))
-    for k, v in session_headers.items_all():
-        if k not in call:
-            req.add(k, v)
-    for k, v in call.items_all():
-        if k.lower() != "host":
-            req.add(k, v)
-    if "User-Agent" not in req:
-        req.add("User-Agent", _USER_AGENT)
+    host = next((v for k, v in call if k.lower() == "host"), None)
+    req = [_checked("Host", target.authority) if host is None else ("Host", host)]
+    req.extend(
+        _checked(k, v) for k, v in session_headers.items_all() if k.lower() not in names
+    )
+    req.extend((k, v) for k, v in call if k.lower() != "host")
+    if not any(k.lower() == "user-agent" for k, _ in req):
+        req.append(("User-Agent", _USER_AGENT))
     if auth is not None:
-        req["Authorization"] = auth.encode()
-    return req
+        value = auth.encode()
+        req = [(k, v) for k, v in req if k.lower() != "authorization"]
+        req.append(_checked("Authorization", value))
+    return OutgoingHeaders.from_checked(req)
+
+
+_DEFAULTS = (
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Version", "13"),
+)
+
+
+def _checked(name: str, value: str) -> tuple[str, str]:
+    check_header(name, value)
+    return name, value
 
 
 def check_upgrade(

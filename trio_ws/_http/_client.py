@@ -3,7 +3,10 @@
 Theory of operation: :func:`open_connection` connects (directly or through
 an HTTP proxy's CONNECT tunnel) and wraps TLS when asked; :func:`request_upgrade`
 writes one GET request with the caller's headers on that stream and reads the
-response head with h11. It returns the status, the headers and any bytes read
+response head: by hand when the request and a ``101`` answer are plain
+(``_head.py``, a strict subset of h11's grammar with the same results), with
+h11 otherwise, fed every byte read so far, so that any other answer is read
+exactly as h11 reads it. It returns the status, the headers and any bytes read
 past the head; the caller decides whether the answer is an acceptable
 upgrade. Every failure is translated here into one of trio_ws's documented
 client exceptions, as aiohttp's connector and response reader raise them.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import re
 import socket
 import ssl as _ssl
 from dataclasses import dataclass
@@ -36,11 +40,21 @@ from .._exceptions import (
     ServerDisconnectedError,
     ServerFingerprintMismatch,
 )
+from ._head import find_head_end, parse_response_head
 from ._headers import Headers
+from ._io import socket_fd, write_now
 
 __all__ = ["UpgradeResponse", "host_header", "open_connection", "request_upgrade"]
 
 _MAX_ERROR_BODY = 64 * 1024
+# h11's default bound on an incomplete head, which the client keeps.
+_MAX_HEAD = 16 * 1024
+_101 = b"HTTP/1.1 101"
+# h11's grammar for what it writes (ASCII only, so str patterns match as its bytes ones).
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
+_FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
+_FRAMING_NAMES = frozenset(("content-length", "transfer-encoding"))
 
 
 @dataclass
@@ -139,17 +153,32 @@ async def _tls(
 
 
 async def _exchange(
-    stream: trio.abc.Stream, request: h11.Request, *, method_connect: bool = False
+    stream: trio.abc.Stream,
+    request: h11.Request,
+    *,
+    method_connect: bool = False,
+    sent: bool = False,
+    received: bytes = b"",
+    eof: bool = False,
 ) -> tuple[h11.Response | h11.InformationalResponse, bytes, bytes]:
-    """Send ``request``; return the response head, a bounded body and trailing bytes."""
+    """Send ``request``; return the response head, a bounded body and trailing bytes.
+
+    ``sent``: the request was already written (by hand), and ``received``
+    (then ``eof``) already read: h11 takes them as if it had done both.
+    """
     conn = h11.Connection(h11.CLIENT)
-    eof = False
-    got_any = False
+    got_any = bool(received)
     head: h11.Response | h11.InformationalResponse | None = None
     body: list[bytes] = []
     size = 0
     try:
-        await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+        out = (conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        if not sent:
+            await stream.send_all(out)
+        if received:
+            conn.receive_data(received)
+        if eof:
+            conn.receive_data(b"")
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -282,11 +311,86 @@ async def request_upgrade(
     or an answer that is not HTTP) or ``ClientOSError``.
     """
     try:
+        wire = _plain_request(target, headers)
+        if wire is not None:
+            return await _fast_upgrade(stream, wire, target, headers)
         request = h11.Request(method="GET", target=target, headers=headers)
         head, body, trailing = await _exchange(stream, request)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+    return UpgradeResponse(
+        status=head.status_code,
+        reason=head.reason.decode("latin-1"),
+        headers=Headers.from_raw(head.headers.raw_items()),
+        body=body,
+        trailing_data=trailing,
+    )
+
+
+def _plain_request(target: str, headers: list[tuple[str, str]]) -> bytes | None:
+    """The request head as h11 would write it; None when h11 must (it may refuse it)."""
+    lines = [f"GET {target} HTTP/1.1\r\n"]
+    hosts = []
+    upgrade = False
+    for name, value in headers:
+        if _FIELD_NAME.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+            return None
+        lower = name.lower()
+        if lower == "host":
+            hosts.append(f"{name}: {value}\r\n")
+            continue
+        if lower in _FRAMING_NAMES:
+            return None
+        if lower == "upgrade" and any(t.strip() for t in value.split(",")):
+            upgrade = True
+        lines.append(f"{name}: {value}\r\n")
+    # h11 wants one Host (written first), and takes a 101 only as the answer to an Upgrade.
+    if len(hosts) != 1 or not upgrade or _REQUEST_TARGET.fullmatch(target) is None:
+        return None
+    lines.insert(1, hosts[0])
+    lines.append("\r\n")
+    head = "".join(lines)
+    return head.encode("ascii") if head.isascii() else None
+
+
+async def _fast_upgrade(
+    stream: trio.abc.Stream, wire: bytes, target: str, headers: list[tuple[str, str]]
+) -> UpgradeResponse:
+    """Write ``wire`` and read a plain 101 by hand; any other answer is h11's to read."""
+    received = b""
+    eof = False
+    try:
+        await write_now(stream, socket_fd(stream), wire)
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                eof = True
+                break
+            received += data
+            if not received.startswith(_101[: len(received)]):
+                break  # not a 101: h11 reads it (and judges it now, as it would have)
+            end = find_head_end(received)
+            if end >= 0:
+                parsed = parse_response_head(received[:end])
+                if parsed is None:
+                    break
+                reason, pairs = parsed
+                return UpgradeResponse(
+                    status=101,
+                    reason=reason.decode("latin-1"),
+                    headers=Headers.from_raw(pairs),
+                    body=b"",
+                    trailing_data=received[end:],
+                )
+            if len(received) > _MAX_HEAD:
+                break  # h11 refuses it
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ServerConnectionError(f"Connection lost during the handshake: {exc}") from exc
+    except OSError as exc:
+        raise ClientOSError(f"Connection failed during the handshake: {exc}") from exc
+    request = h11.Request(method="GET", target=target, headers=headers)
+    head, body, trailing = await _exchange(stream, request, sent=True, received=received, eof=eof)
     return UpgradeResponse(
         status=head.status_code,
         reason=head.reason.decode("latin-1"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar, overload
+
+_T = TypeVar("_T")
 
 __all__ = ["Headers", "OutgoingHeaders", "check_header"]
 
@@ -135,17 +138,34 @@ class Headers(Mapping[str, str]):
     def getall(self, key: str, default: list[str] | None = None) -> list[str]:
         """Every value of ``key`` in order; ``default`` (or ``KeyError``) if none."""
         lower = key.lower()
-        found = [v for k, v in self._items if k.lower() == lower]
+        found = [v for k, v in self._items if k == key or k.lower() == lower]
         if found:
             return found
         if default is not None:
             return default
         raise KeyError(key)
 
+    # The lookups compare the spelling first: most peers spell names as we do,
+    # and an equal string needs no lower-casing.
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str | _T, /) -> str | _T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
+        """The first value of ``key``, or ``default`` (None) when absent."""
+        lower = key.lower()
+        for k, v in self._items:
+            if k == key or k.lower() == lower:
+                return v
+        return default
+
     def __getitem__(self, key: str) -> str:
         lower = key.lower()
         for k, v in self._items:
-            if k.lower() == lower:
+            if k == key or k.lower() == lower:
                 return v
         raise KeyError(key)
 
@@ -153,7 +173,7 @@ class Headers(Mapping[str, str]):
         if not isinstance(key, str):
             return False
         lower = key.lower()
-        return any(k.lower() == lower for k, _ in self._items)
+        return any(k == key or k.lower() == lower for k, _ in self._items)
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
@@ -187,6 +207,17 @@ class OutgoingHeaders(Headers):
     """
 
     __slots__ = ()
+
+    @classmethod
+    def from_checked(cls, pairs: list[tuple[str, str]]) -> OutgoingHeaders:
+        """Headers holding ``pairs`` (taken, not copied), each already checked.
+
+        For pairs that passed :func:`check_header` (or are constants that
+        would): they are not checked again.
+        """
+        headers = cls()
+        headers._items = pairs
+        return headers
 
     def add(self, key: str, value: str) -> None:
         """Append a value for ``key``; raises as :func:`check_header` for a bad pair."""

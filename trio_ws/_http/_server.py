@@ -8,6 +8,17 @@ WebSocket upgrade it writes the 101 and hands back the bytes h11 had already
 read past the request, after which the stream belongs to the caller and the
 h11 state is dropped (an upgraded connection keeps nothing of its HTTP past).
 
+The first request head of a connection is read by hand when it is a plain
+WebSocket upgrade (``_head.py``: a strict subset of what h11 accepts, with
+the same results), and its ``101`` written by hand: h11, created on first
+need, then never runs for that connection. Any other head, and everything
+after a first request that did not upgrade, goes through h11 with the bytes
+read so far, so it is answered exactly as h11 answers it. On a plain socket
+that first head is read and the ``101`` written with non-blocking
+``os.read``/``os.write`` on its descriptor (POSIX), waiting for the socket
+only when it is not ready: ``receive_some``/``send_all`` each yield to the
+scheduler even when they need not wait.
+
 Bad input never raises anything but :class:`HTTPInputError` carrying the
 status to answer (400, 408, 413, 431, ...), so the caller can answer it and
 close this one connection. A response that cannot be written (a status out
@@ -20,6 +31,8 @@ Once the peer is gone (a read or write failed) or the protocol switched,
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -27,7 +40,9 @@ from http import HTTPStatus
 import h11
 import trio
 
+from ._head import find_head_end, parse_request_head, writable, write_head
 from ._headers import Headers, check_header
+from ._io import socket_fd, write_now
 
 __all__ = ["HTTPInputError", "RawRequest", "ServerHTTPConnection"]
 
@@ -41,6 +56,18 @@ _METHODS = {
 
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_STATUS_101 = b"HTTP/1.1 101 Switching Protocols\r\n"
+
+# The Date header's value, computed once per second ([second, value]).
+_date = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[1] = formatdate(now, usegmt=True)
+        _date[0] = now
+    return str(_date[1])
 
 
 def _phrase(status: int) -> bytes:
@@ -73,14 +100,18 @@ class ServerHTTPConnection:
     """HTTP/1.1 request/response exchange over ``stream`` for a server."""
 
     __slots__ = (
+        "_fd",
         "_first",
         "_h11",
+        "_head",
         "_head_timeout",
         "_keepalive_timeout",
         "_lost",
         "_max_head_size",
         "_max_headers",
+        "_rest",
         "_spoilt",
+        "_switched",
         "stream",
     )
 
@@ -94,10 +125,16 @@ class ServerHTTPConnection:
         keepalive_timeout: float = 75.0,
     ) -> None:
         self.stream = stream
-        # None once switch_protocols() handed the stream to another protocol.
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=max_head_size
-        )
+        # Created on first need (see _conn): an upgrade read by the fast path never needs it.
+        self._h11: h11.Connection | None = None
+        # True once switch_protocols() handed the stream to another protocol.
+        self._switched = False
+        # The head of the request the fast path read (h11 has not seen it),
+        # and the bytes read past it.
+        self._head: bytes | None = None
+        self._rest = b""
+        # The socket's descriptor for direct reads and writes; -1 for other streams.
+        self._fd = socket_fd(stream)
         self._max_head_size = max_head_size
         self._max_headers = max_headers
         self._head_timeout = head_timeout
@@ -111,9 +148,25 @@ class ServerHTTPConnection:
 
     @property
     def _conn(self) -> h11.Connection:
+        """The h11 state, created on first use with every byte read so far.
+
+        After a request read by the fast path, h11 reads that same head
+        again, so it stands where it would have stood had it read it first.
+        """
         conn = self._h11
         if conn is None:
-            raise RuntimeError("the connection switched protocols: HTTP is over")
+            if self._switched:
+                raise RuntimeError("the connection switched protocols: HTTP is over")
+            conn = self._h11 = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._max_head_size
+            )
+            head, self._head = self._head, None
+            data, self._rest = (head or b"") + self._rest, b""
+            if data:
+                conn.receive_data(data)
+            if head is not None:
+                event = conn.next_event()
+                assert isinstance(event, h11.Request), event  # the fast path's subset
         return conn
 
     @property
@@ -151,16 +204,103 @@ class ServerHTTPConnection:
         complete within ``head_timeout``, 431 for a head over ``max_head_size``
         or with more than ``max_headers`` headers, 400 for malformed input.
         """
-        conn = self._h11
-        if conn is None:
+        if self._switched:
             return None
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        elif not self._first:
-            return None
-        self._first = False
         idle_deadline = trio.current_time() + self._keepalive_timeout
+        if self._first:
+            self._first = False
+            return await self._first_request(idle_deadline)
+        conn = self._conn
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return None
+        conn.start_next_cycle()
+        return await self._h11_request(conn, idle_deadline, None)
+
+    async def _first_request(self, idle_deadline: float) -> RawRequest | None:
+        """The first head: by the fast path if it is a plain upgrade, else by h11."""
         head_deadline: float | None = None
+        buf = b""
+        eof = False
+        while True:
+            if buf:
+                if not buf.startswith(b"GET "[: len(buf)]):
+                    break  # not for the fast path: h11 judges it now, as it would have
+                end = find_head_end(buf)
+                if end >= 0:
+                    raw = self._fast_request(buf, end)
+                    if raw is not None:
+                        return raw
+                    break
+                if len(buf) > self._max_head_size:
+                    break  # h11 answers 431
+            deadline = head_deadline if head_deadline is not None else idle_deadline
+            with trio.move_on_at(deadline):
+                try:
+                    data = await self._receive()
+                except _STREAM_ERRORS:
+                    return None
+                if head_deadline is None:
+                    head_deadline = trio.current_time() + self._head_timeout
+                if not data:
+                    eof = True
+                    break
+                buf += data
+                continue
+            if head_deadline is None:
+                return None  # idle keep-alive connection: just close it
+            raise HTTPInputError(408, "request head not received in time")
+        conn = self._conn
+        if buf:
+            conn.receive_data(buf)
+        if eof:
+            conn.receive_data(b"")
+        return await self._h11_request(conn, idle_deadline, head_deadline)
+
+    def _fast_request(self, buf: bytes, end: int) -> RawRequest | None:
+        """The request in ``buf[:end]`` if it is a plain upgrade; None for h11 to read."""
+        head = buf[:end]
+        if b"\nupgrade:" not in head.lower():
+            return None  # plain HTTP: h11 reads it once, not after us
+        parsed = parse_request_head(head)
+        if parsed is None:
+            return None
+        target, raw = parsed
+        self._check_size(target, raw)
+        self._head = head
+        self._rest = buf[end:]
+        return RawRequest(
+            method="GET",
+            target=target.decode("ascii"),
+            version="1.1",
+            headers=Headers.from_raw(raw),
+        )
+
+    def _check_size(self, target: bytes, raw: list[tuple[bytes, bytes]]) -> None:
+        if len(raw) > self._max_headers:
+            raise HTTPInputError(431, "too many headers")
+        # h11 only bounds a head that arrives in pieces; bound complete ones too.
+        if len(target) + sum(len(k) + len(v) + 4 for k, v in raw) > self._max_head_size:
+            raise HTTPInputError(431, "request head too large")
+
+    async def _receive(self) -> bytes | bytearray:
+        """One read; on a plain socket a direct one, waiting only when nothing is there."""
+        fd = self._fd
+        try:
+            if fd < 0:
+                return await self.stream.receive_some(READ_SIZE)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                try:
+                    return os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+        except _STREAM_ERRORS:
+            self._lost = True
+            raise
+
+    async def _h11_request(
+        self, conn: h11.Connection, idle_deadline: float, head_deadline: float | None
+    ) -> RawRequest | None:
         while True:
             event = self._next_event()
             if isinstance(event, h11.Request):
@@ -183,12 +323,10 @@ class ServerHTTPConnection:
             if head_deadline is None:
                 return None  # idle keep-alive connection: just close it
             raise HTTPInputError(408, "request head not received in time")
+        raw = event.headers.raw_items()
         if len(event.headers) > self._max_headers:
             raise HTTPInputError(431, "too many headers")
-        raw = event.headers.raw_items()
-        # h11 only bounds a head that arrives in pieces; bound complete ones too.
-        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in raw) > self._max_head_size:
-            raise HTTPInputError(431, "request head too large")
+        self._check_size(event.target, raw)
         return RawRequest(
             method=_METHODS.get(event.method) or event.method.decode("ascii"),
             target=event.target.decode("ascii", "replace"),
@@ -238,7 +376,7 @@ class ServerHTTPConnection:
         names = {k.lower() for k, _ in headers}
         out = list(headers)
         if "date" not in names:
-            out.append(("Date", formatdate(usegmt=True)))
+            out.append(("Date", _http_date()))
         if "server" not in names:
             out.append(("Server", "trio_ws"))
         if body_len is not None and "content-length" not in names:
@@ -248,6 +386,7 @@ class ServerHTTPConnection:
     @property
     def keep_alive(self) -> bool:
         """True when another request may follow on this connection."""
+        # Without h11 nothing was answered yet: not done.
         conn = self._h11
         return (
             conn is not None
@@ -259,10 +398,11 @@ class ServerHTTPConnection:
     @property
     def can_respond(self) -> bool:
         """True while a response may still be started (not after the peer left)."""
+        if self._switched or self._lost:
+            return False
         conn = self._h11
-        return (
-            conn is not None and not self._lost and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
-        )
+        # Without h11, nothing was answered yet.
+        return conn is None or conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
 
     async def send_response(
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
@@ -342,6 +482,14 @@ class ServerHTTPConnection:
         written: :meth:`send_error` can answer), and the stream's error
         (``trio.BrokenResourceError``, ...) when the peer is gone.
         """
+        if self._h11 is None and self._head is not None:
+            # The fast path read the request (no body): write the 101 as h11 would.
+            wire = self._encode_headers(self._header_list(headers, None))
+            if writable(wire):
+                trailing, self._rest, self._head = self._rest, b"", None
+                self._switched = True
+                await self._write_now(write_head(_STATUS_101, wire))
+                return trailing
         conn = self._conn
         # A request without a body ends at once: h11 then waits for our answer
         # to the upgrade. Bytes after a body would be fed to the new protocol.
@@ -361,5 +509,13 @@ class ServerHTTPConnection:
             raise ValueError(f"101 response cannot be sent: {exc}") from None
         trailing = bytes(conn.trailing_data[0])
         self._h11 = None
+        self._switched = True
         await self._write(data or b"")
         return trailing
+
+    async def _write_now(self, data: bytes) -> None:
+        try:
+            await write_now(self.stream, self._fd, data)
+        except _STREAM_ERRORS:
+            self._lost = True
+            raise
