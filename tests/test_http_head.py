@@ -21,66 +21,57 @@ from trio_ws._http._head import (
     write_head,
 )
 
-# Bytes that matter to HTTP's grammar, plus ordinary ones.
+# Bytes that matter to HTTP's grammar, for the mutations.
 _ODD = b"\x00\x01\t \x7f\x80\xff:,;\r\n\x0b\x0c"
-_chars = st.sampled_from(list(b"aZ09-_./=%?" + _ODD)).map(lambda c: bytes([c]))
-_text = st.lists(_chars, max_size=12).map(b"".join)
+_token = st.text(alphabet="abzAZ09-!#$%&'*+.^_`|~", min_size=1, max_size=6).map(str.encode)
 _names = st.one_of(
-    st.sampled_from(
-        [
-            b"Host",
-            b"host",
-            b"HOST",
-            b"Upgrade",
-            b"Connection",
-            b"Sec-WebSocket-Key",
-            b"Content-Length",
-            b"transfer-encoding",
-            b"X-A",
-            b"Bad Name",
-            b"",
-        ]
-    ),
-    _text,
+    st.sampled_from([b"Upgrade", b"Connection", b"X-A", b"Content-Length", b"transfer-encoding"]),
+    _token,
+    _token,
 )
 _values = st.one_of(
-    st.sampled_from([b"websocket", b"Upgrade", b"x", b"", b" padded ", b"0", b"chunked"]),
-    _text,
+    st.sampled_from([b"websocket", b"Upgrade", b"", b"0", b"chunked", b"a\tb", b"\x80\xff"]),
+    st.text(alphabet='aZ09-/=%?,;:" ', max_size=8).map(str.encode),
 )
-_eol = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\r\n"])
-_headers = st.lists(
-    st.tuples(_names, st.sampled_from([b":", b": ", b":  ", b" :"]), _values), max_size=6
-)
+_separators = st.sampled_from([b":", b": "] * 4 + [b":  ", b":\t", b" :"])
+_eol = st.sampled_from([b"\r\n"] * 16 + [b"\n", b"\r\r\n"])
 
 
 @st.composite
 def _head(draw: st.DrawFn, start: st.SearchStrategy[bytes]) -> bytes:
+    """A head that is mostly well formed, maybe with one odd byte put in or swapped."""
     eol = draw(_eol)
     lines = [draw(start)]
-    for name, sep, value in draw(_headers):
-        lines.append(name + sep + value)
-        if draw(st.booleans()) and draw(st.booleans()):
-            lines.append(draw(st.sampled_from([b" folded", b"\tfolded", b""])))
-    return eol.join(lines) + eol + draw(_eol) + draw(st.sampled_from([b"", b"XYZ", b"\r\n"]))
+    hosts = draw(st.sampled_from([1] * 8 + [0, 2]))
+    headers = [(b"Host", b"127.0.0.1:80")] * hosts + draw(
+        st.lists(st.tuples(_names, _values), max_size=5)
+    )
+    for name, value in draw(st.permutations(headers)):
+        lines.append(name + draw(_separators) + value + draw(st.sampled_from([b"", b" ", b"\t"])))
+        if draw(st.integers(0, 19)) == 0:
+            lines.append(draw(st.sampled_from([b" folded", b"\tfolded"])))
+    head = eol.join(lines) + eol + draw(_eol)
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(head) - 1))
+        odd = bytes([draw(st.sampled_from(list(_ODD)))])
+        head = head[:at] + odd + head[at + draw(st.integers(0, 1)) :]
+    return head + draw(st.sampled_from([b"", b"XYZ", b"\r\n"]))
 
 
-_request_line = st.one_of(
-    st.builds(
-        lambda m, t, v: m + b" " + t + b" " + v,
-        st.sampled_from([b"GET", b"GET", b"get", b"POST", b"GET "]),
-        st.one_of(st.sampled_from([b"/ws", b"/", b"*", b"/a?b=c"]), _text),
-        st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]),
+_request_line = st.builds(
+    lambda m, t, v: m + b" " + t + b" " + v,
+    st.sampled_from([b"GET"] * 6 + [b"get", b"POST", b"GET "]),
+    st.one_of(
+        st.sampled_from([b"/ws", b"/", b"*", b"/a?b=c"]),
+        st.text(alphabet="/a%?=&~#", max_size=6).map(str.encode),
     ),
-    _text,
+    st.sampled_from([b"HTTP/1.1"] * 6 + [b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]),
 )
-_status_line = st.one_of(
-    st.builds(
-        lambda v, s, r: v + b" " + s + r,
-        st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]),
-        st.sampled_from([b"101", b"101", b"200", b"1010", b"10"]),
-        st.one_of(st.sampled_from([b" Switching Protocols", b"", b" ", b" \tx "]), _text),
-    ),
-    _text,
+_status_line = st.builds(
+    lambda v, s, r: v + b" " + s + r,
+    st.sampled_from([b"HTTP/1.1"] * 6 + [b"HTTP/1.0"]),
+    st.sampled_from([b"101"] * 6 + [b"100", b"200", b"1010", b"10"]),
+    st.sampled_from([b" Switching Protocols", b"", b" ", b" \tx ", b" \x80"]),
 )
 
 
@@ -91,10 +82,11 @@ def _h11_reads(conn: h11.Connection, data: bytes) -> tuple[object, bytes] | None
         event = conn.next_event()
         if event is h11.NEED_DATA:
             return None
-        rest = conn.next_event() if isinstance(event, h11.Request) else None
-        assert rest is None or isinstance(rest, h11.EndOfMessage)
-        while conn.next_event() is not h11.PAUSED:
-            pass
+        if isinstance(event, h11.Request) and (
+            not isinstance(conn.next_event(), h11.EndOfMessage)
+            or conn.next_event() not in (h11.PAUSED, h11.NEED_DATA)
+        ):
+            return event, b"?"  # a body: never what the fast path may accept
     except h11.RemoteProtocolError:
         return None
     return event, bytes(conn.trailing_data[0])
@@ -105,9 +97,9 @@ def _h11_reads(conn: h11.Connection, data: bytes) -> tuple[object, bytes] | None
 def test_a_request_head_read_by_hand_is_read_as_h11_reads_it(data: bytes) -> None:
     end = find_head_end(data)
     fast = parse_request_head(data[:end]) if end >= 0 else None
-    h11_view = _h11_reads(h11.Connection(h11.SERVER), data)
     if fast is None:
         return  # left to h11, which answers whatever it answers
+    h11_view = _h11_reads(h11.Connection(h11.SERVER), data)
     assert h11_view is not None, "the fast path accepted a head h11 refuses"
     event, trailing = h11_view
     assert isinstance(event, h11.Request)
@@ -184,10 +176,19 @@ _str_values = st.one_of(
 )
 
 
+_base_request_headers = st.sampled_from(
+    [[("Host", "x"), ("Upgrade", "websocket")]] * 4 + [[("Host", "x")], [("Upgrade", "w")], []]
+)
+
+
 @settings(max_examples=1500, deadline=None)
 @given(
     st.one_of(st.sampled_from(["/ws", "/a?b", "", "/ sp", "/é"]), st.text(max_size=5)),
-    st.lists(st.tuples(_str_names, _str_values), max_size=6),
+    st.builds(
+        lambda base, extra: base + extra,
+        _base_request_headers,
+        st.lists(st.tuples(_str_names, _str_values), max_size=4),
+    ).flatmap(st.permutations),
 )
 def test_a_request_written_by_hand_is_what_h11_writes(
     target: str, headers: list[tuple[str, str]]
@@ -239,3 +240,51 @@ def test_writable_refuses_what_h11_refuses() -> None:
     assert not writable([(b"X", b" pad")])
     assert not writable([(b"Bad Name", b"x")])
     assert not writable([(b"Content-Length", b"0")])
+
+
+def _agree_on_request(head: bytes) -> None:
+    end = find_head_end(head)
+    fast = parse_request_head(head[:end]) if end >= 0 else None
+    if fast is None:
+        return
+    view = _h11_reads(h11.Connection(h11.SERVER), head)
+    assert view is not None, f"the fast path accepted {head!r}, which h11 refuses"
+    event, trailing = view
+    assert isinstance(event, h11.Request)
+    assert (event.target, event.headers.raw_items(), trailing) == (*fast, head[end:])
+
+
+def test_every_byte_in_every_place_of_a_request_is_judged_as_h11_judges_it() -> None:
+    # Exhaustive over one byte in each place: the rarities (NUL, DEL, obs-text,
+    # a bare CR) that generated heads seldom put in the right spot.
+    for byte in (bytes([b]) for b in range(256)):
+        for head in (
+            b"GET /w" + byte + b"s HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nX-" + byte + b"A: v\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nX: a" + byte + b"b\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nX: " + byte + b"\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nX:" + byte + b"v\r\n\r\n",
+        ):
+            _agree_on_request(head)
+
+
+def test_every_byte_in_every_place_of_a_101_is_judged_as_h11_judges_it() -> None:
+    for byte in (bytes([b]) for b in range(256)):
+        for head in (
+            b"HTTP/1.1 101 Sw" + byte + b"itching\r\n\r\n",
+            b"HTTP/1.1 101\r\nX: a" + byte + b"b\r\n\r\n",
+            b"HTTP/1.1 101\r\nX" + byte + b": b\r\n\r\n",
+        ):
+            fast = parse_response_head(head)
+            if fast is None:
+                continue
+            conn = _h11_client_after_upgrade_request()
+            conn.receive_data(head)
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                raise AssertionError(
+                    f"the fast path accepted {head!r}, which h11 refuses"
+                ) from None
+            assert isinstance(event, h11.InformationalResponse)
+            assert (event.reason, event.headers.raw_items()) == fast
