@@ -12,6 +12,7 @@ Never: open a socket, or send a header twice.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import ssl as _ssl
 from collections.abc import Iterable, Mapping
@@ -85,6 +86,19 @@ Params = Mapping[str, str] | Iterable[tuple[str, str]] | str | None
 
 def parse_url(url: str, params: Params) -> tuple[Target, BasicAuth | None]:
     """The target and any ``user:pass@`` credentials of ``url``; raises :class:`InvalidURL`."""
+    if not params and type(url) is str:
+        # A client reconnects to the same few URLs: parse each once (the
+        # results are immutable; a URL that fails is not remembered).
+        return _parse_plain_url(url)
+    return _parse_url(url, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_plain_url(url: str) -> tuple[Target, BasicAuth | None]:
+    return _parse_url(url, None)
+
+
+def _parse_url(url: str, params: Params) -> tuple[Target, BasicAuth | None]:
     try:
         parts = urlsplit(str(url))
         port = parts.port
