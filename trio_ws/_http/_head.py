@@ -13,17 +13,28 @@ the same bytes to h11, so an unusual or malformed head gets h11's answer
 (its error, its status) exactly as before. The values they return are what
 h11 would have returned for the same bytes.
 
+The server's answers also take their common headers (``Date``, once per
+second; ``Server``) and their checked encoding from here.
+
 Never: accept a head that h11 would refuse or read differently.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+from ._headers import check_header
 
 __all__ = [
+    "encode_headers",
     "find_head_end",
     "parse_request_head",
     "parse_response_head",
+    "reason_phrase",
+    "response_headers",
     "writable",
     "write_head",
 ]
@@ -129,3 +140,48 @@ def write_head(start_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
         out.append(b"%s: %s\r\n" % (name, value))
     out.append(b"\r\n")
     return b"".join(out)
+
+
+# --------------------------------------------------------------- the server's answers
+
+# The Date header's value, computed once per second ([second, value]).
+_date = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[1] = formatdate(now, usegmt=True)
+        _date[0] = now
+    return str(_date[1])
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (empty for an unknown one)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def response_headers(headers: list[tuple[str, str]], body_len: int | None) -> list[tuple[str, str]]:
+    """``headers`` plus ``Date``, ``Server`` and (with ``body_len``) ``Content-Length``,
+    each unless already there."""
+    names = {k.lower() for k, _ in headers}
+    out = list(headers)
+    if "date" not in names:
+        out.append(("Date", _http_date()))
+    if "server" not in names:
+        out.append(("Server", "trio_ws"))
+    if body_len is not None and "content-length" not in names:
+        out.append(("Content-Length", str(body_len)))
+    return out
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Check each header and encode it; ``ValueError``/``TypeError`` name a bad one."""
+    out = []
+    for name, value in headers:
+        check_header(name, value)
+        out.append((name.encode("ascii"), value.strip(" \t").encode("ascii")))
+    return out

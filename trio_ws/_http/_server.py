@@ -32,16 +32,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 
 import h11
 import trio
 
-from ._head import find_head_end, parse_request_head, writable, write_head
-from ._headers import Headers, check_header
+from ._head import (
+    encode_headers,
+    find_head_end,
+    parse_request_head,
+    reason_phrase,
+    response_headers,
+    writable,
+    write_head,
+)
+from ._headers import Headers
 from ._io import socket_fd, write_now
 
 __all__ = ["HTTPInputError", "RawRequest", "ServerHTTPConnection"]
@@ -57,24 +62,6 @@ _METHODS = {
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _STATUS_101 = b"HTTP/1.1 101 Switching Protocols\r\n"
-
-# The Date header's value, computed once per second ([second, value]).
-_date = [0, ""]
-
-
-def _http_date() -> str:
-    now = int(time.time())
-    if now != _date[0]:
-        _date[1] = formatdate(now, usegmt=True)
-        _date[0] = now
-    return str(_date[1])
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
 
 
 class HTTPInputError(Exception):
@@ -370,19 +357,6 @@ class ServerHTTPConnection:
             return False
         return not scope.cancelled_caught
 
-    def _header_list(
-        self, headers: list[tuple[str, str]], body_len: int | None
-    ) -> list[tuple[str, str]]:
-        names = {k.lower() for k, _ in headers}
-        out = list(headers)
-        if "date" not in names:
-            out.append(("Date", _http_date()))
-        if "server" not in names:
-            out.append(("Server", "trio_ws"))
-        if body_len is not None and "content-length" not in names:
-            out.append(("Content-Length", str(body_len)))
-        return out
-
     @property
     def keep_alive(self) -> bool:
         """True when another request may follow on this connection."""
@@ -422,25 +396,18 @@ class ServerHTTPConnection:
             raise RuntimeError("no response can be sent on this connection now")
         if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 999:
             raise ValueError(f"response status must be an int in 200-999, not {status!r}")
-        wire = self._encode_headers(self._header_list(headers, len(body)))
+        wire = encode_headers(response_headers(headers, len(body)))
         conn = self._conn
         try:
-            head = conn.send(h11.Response(status_code=status, headers=wire, reason=_phrase(status)))
+            head = conn.send(
+                h11.Response(status_code=status, headers=wire, reason=reason_phrase(status))
+            )
             data = conn.send(h11.Data(data=body)) if body else b""
             end = conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             self._spoilt = True
             raise ValueError(f"response cannot be sent: {exc}") from None
         await self._write(b"".join((head or b"", data or b"", end or b"")))
-
-    @staticmethod
-    def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        """Check each header and encode it; ``ValueError``/``TypeError`` name a bad one."""
-        out = []
-        for name, value in headers:
-            check_header(name, value)
-            out.append((name.encode("ascii"), value.strip(" \t").encode("ascii")))
-        return out
 
     async def send_error(self, status: int, reason: str) -> None:
         """Best-effort plain-text error response that closes the connection.
@@ -455,7 +422,7 @@ class ServerHTTPConnection:
             head = (
                 b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\nServer: trio_ws\r\n\r\n"
-                % (status, _phrase(status), len(body))
+                % (status, reason_phrase(status), len(body))
             )
             with contextlib.suppress(*_STREAM_ERRORS):
                 await self._write(head + body)
@@ -484,7 +451,7 @@ class ServerHTTPConnection:
         """
         if self._h11 is None and self._head is not None:
             # The fast path read the request (no body): write the 101 as h11 would.
-            wire = self._encode_headers(self._header_list(headers, None))
+            wire = encode_headers(response_headers(headers, None))
             if writable(wire):
                 trailing, self._rest, self._head = self._rest, b"", None
                 self._switched = True
@@ -497,7 +464,7 @@ class ServerHTTPConnection:
             event = self._next_event()
             if not isinstance(event, h11.EndOfMessage):
                 raise HTTPInputError(400, "an upgrade request must not have a body")
-        wire = self._encode_headers(self._header_list(headers, None))
+        wire = encode_headers(response_headers(headers, None))
         try:
             data = conn.send(
                 h11.InformationalResponse(
