@@ -154,3 +154,22 @@ async def test_wss_connections_use_it_on_both_sides_and_keep_their_tls_details()
             nursery.cancel_scope.cancel()
     assert kinds == ["DirectTLS", "DirectTLS"]
     assert ciphers and ciphers[0] is not None
+
+
+async def test_a_send_waits_for_the_write_in_progress_and_keeps_the_order() -> None:
+    """While one task's records wait for the socket, another send waits its turn (never
+    BusyResourceError): the reader does this when reading produced records to send."""
+    with trio.fail_after(20):
+        async with tls_pair() as (client, server):
+            direct = DirectTLS.take_over(server)
+            assert direct is not None
+            big = os.urandom(8 << 20)  # more than the socket buffers hold
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(direct.send_all, big)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(direct.send_all, b"after")
+                await trio.testing.wait_all_tasks_blocked()
+                got = b""
+                while len(got) < len(big) + 5:
+                    got += await client.receive_some(1 << 20)
+            assert got[: len(big)] == big and got[len(big) :] == b"after"

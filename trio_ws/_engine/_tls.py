@@ -56,6 +56,7 @@ class DirectTLS(trio.abc.Stream):
         "_closed",
         "_delayed",
         "_fd",
+        "_idle",
         "_incoming",
         "_obj",
         "_outgoing",
@@ -80,6 +81,7 @@ class DirectTLS(trio.abc.Stream):
         self._outgoing = outgoing
         self._fd = transport.socket.fileno()
         self._sending = False
+        self._idle: trio.Event | None = None  # set when the current drainer is done
         self._closed = False
         # A TLS 1.3 server's session tickets, which SSLStream holds back
         # until the first write: they go out before anything else.
@@ -187,8 +189,14 @@ class DirectTLS(trio.abc.Stream):
         """
         if self._closed:
             raise trio.ClosedResourceError("the TLS stream was closed")
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this TLS stream")
+        while self._sending:
+            # The reader is writing records that reading produced (a key
+            # update's answer): wait for it, then add ours after them.
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+        if self._closed:
+            raise trio.ClosedResourceError("the TLS stream was closed")
         if data:
             try:
                 self._obj.write(data)
@@ -226,6 +234,9 @@ class DirectTLS(trio.abc.Stream):
                     view = view[sent:]
         finally:
             self._sending = False
+            if self._idle is not None:
+                self._idle.set()
+                self._idle = None
         return waited
 
     async def wait_send_all_might_not_block(self) -> None:
