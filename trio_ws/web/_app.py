@@ -17,7 +17,7 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ._response import HTTPMethodNotAllowed, HTTPNotFound, StreamResponse
-from ._routedef import AbstractRouteDef
+from ._routedef import AbstractRouteDef, RouteDef
 from ._static import static_handler
 
 if TYPE_CHECKING:
@@ -237,14 +237,9 @@ class Application(MutableMapping["str | AppKey[Any]", Any]):
         """
         before = len(self.router.routes())
         for item in routes:
-            if isinstance(item, AbstractRouteDef):
-                item.register(self.router)
-                continue
-            method, path, handler = item
-            if method.upper() == "GET":
-                self.router.add_get(path, handler)
-            else:
-                self.router.add_route(method, path, handler)
+            if not isinstance(item, AbstractRouteDef):
+                item = RouteDef(*item)  # a triple registers as web.route(...) does
+            item.register(self.router)
         return self.router.routes()[before:]
 
     async def startup(self) -> None:
